@@ -1,0 +1,85 @@
+"""The ``dcframe`` command line and its single error boundary.
+
+User errors (:class:`~dcframe.errors.UserError`, bad command-line usage) print a short
+message on stderr and exit with code 2; anything else is a bug: traceback, exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dcframe import __version__
+from dcframe.cli import plugins_cmd, recipe_cmd, run_cmd
+from dcframe.errors import RecipeError, UserError
+
+app = typer.Typer(
+    name="dcframe",
+    help="DeepCluster: alternate k-means on CNN features with training the CNN on the clusters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+app.add_typer(recipe_cmd.app, name="recipe")
+app.add_typer(plugins_cmd.app, name="plugins")
+app.command("run")(run_cmd.run)
+
+_options = {"debug": False}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dcframe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for user errors too.")
+    ] = False,
+) -> None:
+    _options["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (0, 1 or 2)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        result = app(args=argv, prog_name="dcframe", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.ClickException as error:  # usage errors: unknown option, missing argument
+        error.show()
+        return 2
+    except click.exceptions.Abort:
+        err.print("[red]aborted[/red]")
+        return 130
+    except UserError as error:
+        if _options["debug"]:
+            err.print_exception()
+        title = "recipe error" if isinstance(error, RecipeError) else "error"
+        err.print(f"[bold red]{title}:[/bold red] {escape(str(error))}")
+        return 2
+    except Exception:
+        err.print_exception()
+        err.print(
+            "[bold red]internal error[/bold red]: this is a bug in dcframe or a plugin; "
+            "please report it with the traceback above"
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())

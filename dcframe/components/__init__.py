@@ -1,0 +1,1 @@
+"""Built-in components; they are registered through the same door as plugins."""

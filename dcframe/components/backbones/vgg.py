@@ -1,0 +1,81 @@
+"""VGG-16 with BatchNorm, the DeepCluster paper's deeper backbone."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from dcframe.components.backbones._common import (
+    ConvFcBackbone,
+    ConvNetParams,
+    conv_bn_relu,
+    scaled,
+)
+from dcframe.interfaces import BackboneParams
+
+#: Conv output channels in order, "M" = 2x2 stride-2 max-pool (VGG configuration D).
+_LAYOUT: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, "M",
+    512, 512, 512, "M",
+    512, 512, 512, "M",
+)  # fmt: skip
+
+
+class VGG16Params(ConvNetParams):
+    """VGG16's parameters: Sobel input, small-input variant, conv width and fc width."""
+
+
+class VGG16(ConvFcBackbone):
+    """VGG-16 with BatchNorm; clusters on fc7 before its ReLU.
+
+    Layout (224x224 input, ``width`` 1; module names match the official checkpoints):
+
+    * ``sobel``: frozen grayscale + Sobel filters, 3 -> 2 channels (identity if ``sobel=False``).
+    * ``features``: 13 convs 3x3 pad 1, each followed by BatchNorm and ReLU, in blocks of
+      64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3, each block closed by a 2x2 stride-2
+      max-pool: 224 -> 112 -> 56 -> 28 -> 14 -> 7.
+    * ``classifier``: fc6 Linear(512*7*7 = 25088, fc_dim), ReLU, Dropout 0.5, fc7
+      Linear(fc_dim, fc_dim) (one dropout only, as in the paper). :meth:`embed` returns fc7
+      before its ReLU, which is :meth:`head_activation` (``feature_dim = fc_dim``).
+
+    ``width`` multiplies every conv's channel count (rounded, at least 1).
+
+    Small-input variant (``small_input=True``, 32x32 input): the layers are unchanged; the
+    five max-pools take 32 -> 16 -> 8 -> 4 -> 2 -> 1, so fc6 sees 512*1*1 = 512 inputs at
+    width 1 (the usual CIFAR VGG).
+
+    Init: as AlexNet (conv N(0, sqrt(2 / (kh*kw*out_channels))), BatchNorm 1/0, linear
+    N(0, 0.01), biases 0). Taps ``conv1_1`` ... ``conv5_3`` (block_index, 13 in all) are the
+    outputs of each conv's ReLU, before pooling.
+    """
+
+    Params: ClassVar[type[BackboneParams]] = VGG16Params
+    tap_names: ClassVar[tuple[str, ...]] = (
+        "conv1_1", "conv1_2",
+        "conv2_1", "conv2_2",
+        "conv3_1", "conv3_2", "conv3_3",
+        "conv4_1", "conv4_2", "conv4_3",
+        "conv5_1", "conv5_2", "conv5_3",
+    )  # fmt: skip
+
+    def _make_features(self, in_channels: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for entry in _LAYOUT:
+            if entry == "M":
+                layers.append(nn.MaxPool2d(2, stride=2))
+            else:
+                out_channels = scaled(int(entry), self.params.width)
+                layers += conv_bn_relu(in_channels, out_channels, 3, padding=1)
+                in_channels = out_channels
+        return nn.Sequential(*layers)
+
+    def _make_classifier(self, flat_dim: int, fc_dim: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Linear(flat_dim, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(fc_dim, fc_dim),
+        )

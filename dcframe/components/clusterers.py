@@ -1,0 +1,217 @@
+"""k-means clusterers: faiss (the paper's tool, CPU or GPU) and scikit-learn (CPU only).
+
+Both run Lloyd's algorithm from k random rows for a fixed number of iterations, once, and
+return the nearest-final-centroid label of every row. They differ in how they repair empty
+clusters during the iterations; each class documents its rule.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from dcframe.errors import UserError
+from dcframe.interfaces import Clusterer, ClustererParams, Clustering
+from dcframe.params import Params
+
+# faiss seeds are C ints (a negative one means "seed from the clock"); sklearn's
+# random_state must fit in 32 unsigned bits.
+_FAISS_SEED_MODULUS = 2**31
+_SKLEARN_SEED_MODULUS = 2**32
+
+
+def import_faiss() -> ModuleType:
+    """The ``faiss`` module, or a :class:`UserError` saying how to install it.
+
+    faiss is an optional dependency (``dcframe[cpu]`` or ``dcframe[gpu]``), so it is imported
+    only when a faiss-backed component runs; the scikit-learn path works without it.
+    """
+    try:
+        return importlib.import_module("faiss")
+    except ImportError as exc:
+        raise UserError(
+            "faiss is not installed: pip install 'dcframe[cpu]' (or 'dcframe[gpu]' for CUDA), "
+            "or use the sklearn-kmeans clusterer"
+        ) from exc
+
+
+def float32_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` as a C-contiguous float32 matrix (what faiss requires), copying only if needed."""
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    if rows.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix of feature rows, got shape {rows.shape}")
+    return rows
+
+
+def check_k(k: int, num_rows: int) -> None:
+    """Refuse a k-means request with more clusters than rows.
+
+    Raises:
+        UserError: ``k`` exceeds ``num_rows``; the message names ``clusterer.k`` and the fix.
+    """
+    if k > num_rows:
+        raise UserError(
+            f"clusterer.k: {k} is larger than the number of images ({num_rows}); k-means needs "
+            f"at least one image per cluster: set clusterer.k <= {num_rows} or use more images"
+        )
+
+
+def check_device(clusterer: type[Clusterer], device: str) -> None:
+    """Refuse a device the clusterer cannot use on this machine."""
+    available = clusterer.available_devices()
+    if device not in available:
+        raise UserError(
+            f"{clusterer.__name__} cannot run on {device!r} here; "
+            f"available devices: {', '.join(available)}"
+        )
+
+
+class FaissKMeansParams(ClustererParams):
+    """Parameters of :class:`FaissKMeans`."""
+
+    iterations: int = Field(20, ge=1, description="Lloyd iterations, one run (paper: 20).")
+    max_points_per_centroid: int = Field(
+        10_000_000,
+        ge=1,
+        le=2**31 - 1,
+        description="faiss subsamples above k x this many rows; the default never does (paper).",
+    )
+    verbose: bool = Field(False, description="Let faiss print its per-iteration progress.")
+
+
+def _last_objective(faiss: ModuleType, clus: Any) -> float:
+    """The k-means objective faiss recorded at its last iteration, across faiss versions."""
+    stats = getattr(clus, "iteration_stats", None)
+    if stats is not None:
+        return float(stats.at(stats.size() - 1).obj)
+    # Older faiss releases kept only the objective values, in a float vector ``obj``.
+    return float(faiss.vector_to_array(clus.obj)[-1])
+
+
+class FaissKMeans(Clusterer):
+    """Euclidean k-means with faiss on an exact flat L2 index, as in the paper (CPU or GPU).
+
+    Every iteration assigns each row to its nearest centroid (exact search, no
+    subsampling with the default ``max_points_per_centroid``), then recomputes the
+    centroids. Initial centroids are ``k`` distinct random rows (faiss' default
+    initialisation), drawn from ``seed``. Recent faiss releases stop before ``iterations``
+    once the objective is exactly unchanged from one iteration to the next (converged).
+
+    Empty clusters: after each centroid update faiss re-seeds every empty cluster by
+    splitting a non-empty one, chosen at random with probability proportional to its size
+    minus one; the two halves get the split centroid scaled by ``1 + 1/1024`` and
+    ``1 - 1/1024`` on alternating coordinates (a small symmetric perturbation). Clusters can
+    still end up empty in the final assignment.
+
+    The returned ``objective`` is the one faiss records at its last iteration: the sum of
+    squared distances of the rows to the centroids that iteration *started from*, i.e.
+    before the last centroid update. The returned ``assignments`` are the nearest *final*
+    centroids, so the sum of squared distances to the returned ``centroids`` is normally a
+    little lower (equal once k-means has converged).
+    """
+
+    Params: ClassVar[type[Params]] = FaissKMeansParams
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    params: FaissKMeansParams
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        try:
+            faiss = importlib.import_module("faiss")
+        except ImportError:
+            return ("cpu",)
+        # CPU builds of faiss may lack get_num_gpus altogether.
+        num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)()
+        return cls.devices if num_gpus > 0 else ("cpu",)
+
+    def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
+        check_device(type(self), device)
+        x = float32_rows(x)
+        num_rows, dim = x.shape
+        check_k(self.k, num_rows)
+        faiss = import_faiss()
+
+        clus = faiss.Clustering(dim, self.k)
+        clus.niter = self.params.iterations
+        clus.seed = seed % _FAISS_SEED_MODULUS
+        clus.max_points_per_centroid = self.params.max_points_per_centroid
+        clus.nredo = 1
+        clus.spherical = False
+        clus.verbose = self.params.verbose
+
+        if device == "cuda":
+            # Kept in a local so the GPU resources outlive every use of the index.
+            resources = faiss.StandardGpuResources()
+            index = faiss.GpuIndexFlatL2(resources, dim)
+        else:
+            index = faiss.IndexFlatL2(dim)
+        clus.train(x, index)
+
+        centroids = faiss.vector_to_array(clus.centroids).reshape(self.k, dim)
+        # Reload the index rather than rely on what train() leaves in it (version-dependent).
+        index.reset()
+        index.add(centroids)
+        _, nearest = index.search(x, 1)
+        return Clustering(
+            assignments=nearest.ravel().astype(np.int64),
+            objective=_last_objective(faiss, clus),
+            centroids=centroids.astype(np.float32, copy=False),
+        )
+
+
+class SklearnKMeansParams(ClustererParams):
+    """Parameters of :class:`SklearnKMeans`."""
+
+    iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
+    init: Literal["random", "k-means++"] = Field(
+        "random", description="Initial centroids: k random rows (paper) or k-means++ seeding."
+    )
+
+
+class SklearnKMeans(Clusterer):
+    """Euclidean k-means with scikit-learn (Lloyd, one run), a CPU path that needs no faiss.
+
+    ``init="random"`` starts from ``k`` distinct random rows, as the paper does. With a zero
+    tolerance scikit-learn runs ``iterations`` iterations unless the labels stop changing
+    earlier, in which case further iterations would not change anything.
+
+    Empty clusters are NOT handled like faiss (which splits a populated cluster): in each
+    iteration scikit-learn moves every empty cluster's centroid onto one of the rows
+    farthest from their current centroid (one row per empty cluster, the farthest first),
+    and takes that row out of its old cluster's sum. When every row already sits exactly on
+    its centroid (more clusters than distinct rows) it leaves the empty clusters as they
+    are. Clusters can still end up empty in the final assignment.
+
+    The returned ``objective`` is scikit-learn's ``inertia_``: the sum of squared distances
+    of the rows to the returned final centroids, with the returned final assignment. faiss
+    instead reports the last iteration's value, computed before its last centroid update,
+    so the two are equal only once k-means has converged.
+    """
+
+    Params: ClassVar[type[Params]] = SklearnKMeansParams
+    params: SklearnKMeansParams
+
+    def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
+        from sklearn.cluster import KMeans
+
+        check_device(type(self), device)
+        x = float32_rows(x)
+        check_k(self.k, x.shape[0])
+        kmeans = KMeans(
+            n_clusters=self.k,
+            init=self.params.init,
+            n_init=1,
+            max_iter=self.params.iterations,
+            tol=0.0,
+            random_state=seed % _SKLEARN_SEED_MODULUS,
+            algorithm="lloyd",
+        ).fit(x)
+        return Clustering(
+            assignments=kmeans.labels_.astype(np.int64),
+            objective=float(kmeans.inertia_),
+            centroids=kmeans.cluster_centers_.astype(np.float32),
+        )

@@ -1,0 +1,370 @@
+"""The DeepCluster protocol: one clustering pass and one training pass per epoch.
+
+:func:`run_epoch` is the whole algorithm in paper order; everything else in this module
+prepares its inputs (components, checks, optimizers) or stores its outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dcframe import registries
+from dcframe.errors import UserError
+from dcframe.extraction import ImageSubset, extract_features
+from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.metrics import cluster_size_stats, nmi
+from dcframe.params import Params
+from dcframe.progress import Reporter
+from dcframe.recipe import dumps
+from dcframe.registry import Origin
+from dcframe.rundir import RunDirectory, versions
+from dcframe.transforms import clustering_transform, training_transform
+
+# Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
+# reproducible on its own, which is what makes a resumed run equal an uninterrupted one.
+_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE = 1, 2, 3
+
+
+def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, stream])
+
+
+@dataclass
+class Components:
+    """The built components of a recipe and where each one came from."""
+
+    dataset: Dataset
+    backbone: Backbone
+    preprocessors: list[Preprocessor]
+    clusterer: Clusterer
+    sampler: Sampler
+    origins: list[Origin] = field(default_factory=list)
+
+
+def build_components(recipe: Any) -> Components:
+    """Instantiate every component of a validated recipe from its parameters model."""
+    origins: list[Origin] = []
+
+    def make(registry: Any, section: Params) -> Any:
+        entry = registry.get(section.name)  # type: ignore[attr-defined]
+        origins.append(entry.origin)
+        return entry.cls(section)
+
+    return Components(
+        dataset=make(registries.datasets, recipe.data),
+        backbone=make(registries.backbones, recipe.backbone),
+        preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
+        clusterer=make(registries.clusterers, recipe.clusterer),
+        sampler=make(registries.samplers, recipe.sampler),
+        origins=origins,
+    )
+
+
+# ------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Where the network runs and where the clusterer runs."""
+
+    torch: torch.device
+    clusterer: str
+    amp_dtype: torch.dtype | None
+
+
+def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devices:
+    """Pick devices from ``run.device``; impossible requests fail before any work."""
+    has_cuda = torch.cuda.is_available()
+    if run.device == "cuda" and not has_cuda:
+        raise UserError(
+            "run.device: 'cuda' requested but PyTorch sees no CUDA device; "
+            "use --set run.device=cpu (or auto)"
+        )
+    use_cuda = run.device == "cuda" or (run.device == "auto" and has_cuda)
+    cluster_device = "cpu"
+    if use_cuda:
+        if "cuda" in clusterer.available_devices():
+            cluster_device = "cuda"
+        elif run.device == "cuda" and "cuda" in type(clusterer).devices:
+            raise UserError(
+                "run.device: 'cuda' requested but the clusterer cannot use the GPU here "
+                "(for faiss-kmeans install faiss-gpu: pip install 'dcframe[gpu]'); "
+                "or use --set run.device=auto to cluster on the CPU"
+            )
+        else:
+            reporter.info("clustering on the CPU (the clusterer has no GPU support here)")
+    if run.amp != "off" and not use_cuda:
+        raise UserError("run.amp: autocast is for CUDA only; use --set run.amp=off on the CPU")
+    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
+    return Devices(torch.device("cuda" if use_cuda else "cpu"), cluster_device, amp)
+
+
+def check_sizes(recipe: Any, parts: Components) -> None:
+    """Size checks that would otherwise fail after a full extraction pass."""
+    n = len(parts.dataset)
+    problems = []
+    if parts.clusterer.k > n:
+        problems.append(
+            f"clusterer.k: {parts.clusterer.k} clusters but the dataset has only {n} images; "
+            f"set clusterer.k <= {n}, e.g. --set clusterer.k={max(2, n // 10)}"
+        )
+    dim = parts.backbone.feature_dim
+    for i, step in enumerate(parts.preprocessors):
+        problems += [f"preprocess[{i}].{p}" for p in step.check_sizes(n, dim)]
+        dim = step.output_dim(dim)
+    if problems:
+        raise UserError("the recipe does not fit the data:\n  " + "\n  ".join(problems))
+
+
+def check_images(dataset: Dataset, input_size: int, seed: int, count: int = 8) -> None:
+    """Open a few images (first, last and random ones) to fail early on unreadable data."""
+    n = len(dataset)
+    picks = {0, n - 1, *np.random.default_rng(seed).integers(0, n, size=count).tolist()}
+    transform = clustering_transform(input_size)
+    for index in sorted(picks):
+        transform(dataset.image(index))
+
+
+# ------------------------------------------------------------------------- training
+
+
+@dataclass
+class Trainer:
+    """The network, its persistent body optimizer and the settings of the training pass."""
+
+    backbone: Backbone
+    body_optimizer: torch.optim.SGD
+    optimizer: Any
+    devices: Devices
+    workers: int
+    transform: Any
+
+    @classmethod
+    def create(cls, recipe: Any, backbone: Backbone, devices: Devices) -> Trainer:
+        opt = recipe.optimizer
+        backbone.to(devices.torch)
+        body = torch.optim.SGD(
+            backbone.body_parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+        )
+        transform = training_transform(
+            backbone.input_size, recipe.augment.crop_scale_min, recipe.augment.horizontal_flip
+        )
+        return cls(backbone, body, opt, devices, recipe.run.workers, transform)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.devices.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.devices.amp_dtype)
+
+    def new_top_layer(self, k: int) -> torch.optim.SGD:
+        """Fresh top layer (N(0, 0.01), bias 0) and its momentum-free SGD, rebuilt every epoch."""
+        top = self.backbone.reset_top_layer(k)
+        return torch.optim.SGD(
+            top.parameters(), lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay
+        )
+
+    def train_pass(
+        self, dataset: Dataset, indices: np.ndarray, targets: np.ndarray, top: torch.optim.SGD,
+        reporter: Reporter,
+    ) -> float:
+        """One pass over ``indices`` with cross-entropy on the pseudo-labels; mean loss."""
+        self.backbone.train()
+        loader = DataLoader(
+            ImageSubset(dataset, self.transform, indices, targets[indices]),
+            batch_size=self.optimizer.batch_size,
+            num_workers=self.workers,
+            pin_memory=self.devices.torch.type == "cuda",
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
+        loss_fn = nn.CrossEntropyLoss()
+        total, seen = 0.0, 0
+        for images, labels in reporter.track(loader, len(loader), "training"):
+            images = images.to(self.devices.torch, non_blocking=True)
+            labels = labels.to(self.devices.torch, non_blocking=True)
+            with self.autocast():
+                loss = loss_fn(self.backbone(images), labels)
+            self.body_optimizer.zero_grad(set_to_none=True)
+            top.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(self.body_optimizer)
+            scaler.step(top)
+            scaler.update()
+            total += loss.item() * len(labels)
+            seen += len(labels)
+        return total / max(seen, 1)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[stage] = round(time.perf_counter() - start, 3)
+
+
+def run_epoch(
+    epoch: int,
+    seed: int,
+    parts: Components,
+    trainer: Trainer,
+    previous: np.ndarray | None,
+    reporter: Reporter,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics."""
+    seconds: dict[str, float] = {}
+    k = parts.clusterer.k
+    with _timed(seconds, "extract"):  # 1-3: features without the top layer, PCA-whitened, L2
+        features = extract_features(
+            parts.backbone,
+            parts.dataset,
+            parts.preprocessors,
+            sample_rng=epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
+            batch_size=trainer.optimizer.batch_size,
+            device=trainer.devices.torch,
+            workers=trainer.workers,
+            autocast=trainer.autocast,
+            reporter=reporter,
+        )
+    with _timed(seconds, "cluster"):  # 4: k-means with a fresh seed every epoch
+        cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
+        reporter.info(f"clustering {len(features)} x {features.shape[1]} into {k} clusters")
+        clustering = parts.clusterer.cluster(features, cluster_seed, trainer.devices.clusterer)
+        del features
+    assignment = clustering.assignments
+    labels = parts.dataset.labels  # 5: measure
+    sizes = cluster_size_stats(assignment, k)
+    metrics: dict[str, Any] = {
+        "epoch": epoch,
+        "kmeans_objective": float(clustering.objective),
+        "nmi_vs_previous": None if previous is None else nmi(previous, assignment),
+        "nmi_vs_labels": None if labels is None else nmi(labels, assignment),
+        "empty_clusters": sizes.empty,
+        "cluster_size_min": sizes.min,
+        "cluster_size_median": sizes.median,
+        "cluster_size_max": sizes.max,
+    }
+    with _timed(seconds, "train"):
+        # 6-7: pseudo-labelled images, drawn uniformly over the non-empty clusters
+        indices = parts.sampler.sample(assignment, epoch_rng(seed, epoch, _STREAM_SAMPLER))
+        top_optimizer = trainer.new_top_layer(k)  # 8: new top layer, new momentum-free SGD
+        metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
+            parts.dataset, indices, assignment, top_optimizer, reporter
+        )
+    metrics["train_samples"] = len(indices)
+    seconds["total"] = round(sum(seconds.values()), 3)
+    metrics["seconds"] = seconds
+    return assignment, metrics
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) -> RunDirectory:
+    """Run (or resume) a whole DeepCluster training described by a validated recipe.
+
+    Raises:
+        UserError: anything about the recipe, the data or the machine that the user can fix;
+            all of these are checked before the first feature-extraction pass.
+    """
+    reporter = reporter or Reporter()
+    run_cfg = recipe.run
+    rundir = RunDirectory(Path(run_cfg.output_dir) / run_cfg.name)
+    resolved = dumps(recipe)
+    state = _resume_state(rundir, resolved) if resume else _refuse_overwrite(rundir)
+
+    torch.manual_seed(run_cfg.seed)
+    parts = build_components(recipe)
+    check_sizes(recipe, parts)
+    devices = resolve_devices(run_cfg, parts.clusterer, reporter)
+    check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed)
+    rundir.prepare()
+    trainer = Trainer.create(recipe, parts.backbone, devices)
+
+    previous: np.ndarray | None = None
+    start_epoch = 0
+    if state is not None:
+        start_epoch = int(state["epoch"])
+        parts.backbone.reset_top_layer(state["k"])  # so that the saved top layer fits
+        parts.backbone.load_state_dict(state["model"])
+        trainer.body_optimizer.load_state_dict(state["body_optimizer"])
+        _set_rng_state(state["rng"])
+        previous = rundir.load_assignment(start_epoch - 1)
+        rundir.truncate_metrics(start_epoch)
+        reporter.info(f"resuming {rundir.path} at epoch {start_epoch}")
+    else:
+        rundir.write_text("recipe.toml", resolved)
+        rundir.write_text("versions.json", json.dumps(versions(parts.origins), indent=2) + "\n")
+        rundir.truncate_metrics(0)
+    reporter.info(
+        f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
+        f"device {devices.torch} (clustering on {devices.clusterer})"
+    )
+    for epoch in range(start_epoch, run_cfg.epochs):
+        previous, metrics = run_epoch(epoch, run_cfg.seed, parts, trainer, previous, reporter)
+        rundir.save_assignment(epoch, previous)
+        rundir.append_metrics(metrics)
+        keep = run_cfg.checkpoint_every and (epoch + 1) % run_cfg.checkpoint_every == 0
+        rundir.save_checkpoint(  # 10: checkpoint, atomically
+            {
+                "epoch": epoch + 1,
+                "backbone": recipe.backbone.name,
+                "k": parts.clusterer.k,
+                "model": parts.backbone.state_dict(),
+                "body_optimizer": trainer.body_optimizer.state_dict(),
+                "rng": _rng_state(),
+            },
+            keep_epoch=epoch if keep else None,
+        )
+        reporter.epoch(metrics)
+    return rundir
+
+
+def _refuse_overwrite(rundir: RunDirectory) -> None:
+    if rundir.checkpoint_path.exists() or (rundir.path / "metrics.jsonl").exists():
+        raise UserError(
+            f"run directory {str(rundir.path)!r} already holds a run; continue it with "
+            "--resume, or pick another name, e.g. --set run.name=<new-name>"
+        )
+
+
+def _resume_state(rundir: RunDirectory, resolved: str) -> dict[str, Any]:
+    """The saved state to continue from; refuses to resume with a different recipe."""
+    if not rundir.checkpoint_path.exists():
+        raise UserError(f"--resume: no checkpoint in {str(rundir.path)!r}; start without --resume")
+    saved = tomllib.loads((rundir.path / "recipe.toml").read_text())
+    wanted = tomllib.loads(resolved)
+    for recipe in (saved, wanted):
+        recipe["run"].pop("epochs")
+    if saved != wanted:
+        raise UserError(
+            f"--resume: the recipe differs from the one saved in {rundir.path / 'recipe.toml'} "
+            "(only run.epochs may change when resuming); compare them with `dcframe recipe show`"
+        )
+    return rundir.load_checkpoint()

@@ -1,0 +1,30 @@
+"""Exceptions that separate the user's mistakes (exit code 2) from dcframe's bugs (exit code 1)."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix: bad recipe, missing folder, impossible request.
+
+    The CLI prints the message (no traceback unless ``--debug``) and exits with code 2.
+    The message must name the problem and, where possible, the fix.
+    """
+
+
+class RecipeError(UserError):
+    """A recipe failed validation; ``problems`` holds one ``path.to.field: message`` per issue."""
+
+    def __init__(self, problems: list[str], source: str = "recipe") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun}\n{lines}")
+
+
+class UnknownComponentError(UserError):
+    """A name that no registry entry carries."""
+
+
+class PluginLoadError(UserError):
+    """A plugin that failed to import or registered something invalid, used by a recipe."""

@@ -1,0 +1,227 @@
+"""The contracts of the five component kinds.
+
+A component is a class with a ``Params`` model (a :class:`~dcframe.params.Params`
+subclass) and a constructor taking one instance of it. Components never import the
+engine or the CLI; the engine only talks to them through the methods below.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field
+from torch import nn
+
+from dcframe.params import NoParams, Params
+
+
+def summary_of(cls: type) -> str:
+    """First line of a class docstring: the one-line description shown in listings."""
+    doc = inspect.getdoc(cls) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Component(ABC):
+    """Base class of preprocessors, clusterers, samplers and datasets."""
+
+    Params: ClassVar[type[Params]] = NoParams
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+class BackboneParams(Params):
+    """Parameters every backbone accepts."""
+
+    sobel: bool = Field(
+        True, description="Feed the net fixed Sobel gradients of a grayscale image (paper: on)."
+    )
+    small_input: bool = Field(
+        False,
+        description="Small-image variant (32x32 input, e.g. CIFAR, digits) instead of 224x224.",
+    )
+
+
+class Backbone(nn.Module, ABC):
+    """A CNN trunk whose clustering feature feeds a top layer that is replaced every epoch.
+
+    Contract:
+
+    * ``input_size``: side of the square images the net expects (224, or 32 when small).
+    * ``feature_dim``: width of the clustering feature returned by :meth:`embed`.
+    * :meth:`embed`: the clustering feature (AlexNet/VGG: fc7 *before* its ReLU).
+    * :meth:`forward`: logits of the current top layer on ``head_activation(embed(x))``.
+    * :meth:`reset_top_layer`: a fresh ``Linear(feature_dim, k)``, weights N(0, 0.01), bias 0.
+    * :meth:`body_parameters`: every trainable parameter except the top layer's
+      (the frozen Sobel filters are not trainable, so they are excluded too).
+    * ``tap_names`` / :meth:`taps`: named intermediate feature maps for evaluation.
+    """
+
+    Params: ClassVar[type[BackboneParams]] = BackboneParams
+    tap_names: ClassVar[tuple[str, ...]] = ()
+
+    input_size: int
+    feature_dim: int
+    top_layer: nn.Linear | None
+
+    def __init__(self, params: BackboneParams) -> None:
+        super().__init__()
+        self.params = params
+        self.top_layer = None
+
+    @abstractmethod
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Clustering feature of a batch of normalised RGB images, shape (B, feature_dim)."""
+
+    def head_activation(self, features: torch.Tensor) -> torch.Tensor:
+        """What sits between :meth:`embed` and the top layer (the fc7 ReLU for AlexNet/VGG)."""
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.top_layer is None:
+            raise RuntimeError("no top layer: call reset_top_layer(k) before training")
+        return self.top_layer(self.head_activation(self.embed(x)))
+
+    def reset_top_layer(self, k: int) -> nn.Linear:
+        """Replace the top layer by a new ``Linear(feature_dim, k)`` with the paper's init."""
+        layer = nn.Linear(self.feature_dim, k)
+        nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(layer.bias)
+        device = next(self.parameters()).device
+        self.top_layer = layer.to(device)
+        return self.top_layer
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the top layer: what the persistent SGD optimises."""
+        top = {id(p) for p in self.top_layer.parameters()} if self.top_layer is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in top]
+
+    @abstractmethod
+    def taps(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """Feature maps named in ``names`` (each one of ``tap_names``) for a batch."""
+
+
+# ------------------------------------------------------------------------ preprocessors
+
+
+class Preprocessor(Component):
+    """One step of the feature preprocessing chain run before clustering.
+
+    ``fit`` sees a sample of rows (already passed through the previous steps); ``transform``
+    then maps any number of rows, chunk by chunk, so the full feature matrix never has to
+    exist at its original width.
+    """
+
+    def fit_sample_size(self, num_samples: int) -> int:
+        """How many rows :meth:`fit` wants (0: stateless, no fit needed)."""
+        return 0
+
+    def check_sizes(self, num_samples: int, input_dim: int) -> list[str]:
+        """Problems with these sizes, as messages; empty when they are fine."""
+        return []
+
+    def output_dim(self, input_dim: int) -> int:
+        return input_dim
+
+    def fit(self, x: np.ndarray) -> None:
+        """Learn the step's state from ``x`` (float32, rows = samples)."""
+
+    @abstractmethod
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Map float32 rows to float32 rows of width ``output_dim``."""
+
+
+# --------------------------------------------------------------------------- clusterers
+
+
+class ClustererParams(Params):
+    """Parameters every clusterer accepts."""
+
+    k: int = Field(10000, ge=2, description="Number of clusters (paper: 10000 on ImageNet).")
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """The outcome of one clustering.
+
+    Attributes:
+        assignments: (N,) int64 cluster id of every row, in ``[0, k)``.
+        objective: Sum of squared distances to the assigned centroids at the last iteration.
+        centroids: (k, d) float32 final centroids.
+    """
+
+    assignments: np.ndarray
+    objective: float
+    centroids: np.ndarray
+
+
+class Clusterer(Component):
+    """Partitions feature rows into ``params.k`` clusters.
+
+    ``devices`` lists the devices the implementation can ever use; ``available_devices``
+    says which of them work on this machine right now (e.g. CUDA present and faiss built
+    with GPU support). The engine refuses an unavailable device before any work starts.
+    """
+
+    Params: ClassVar[type[Params]] = ClustererParams
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    params: ClustererParams
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return cls.devices
+
+    @property
+    def k(self) -> int:
+        return self.params.k
+
+    @abstractmethod
+    def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
+        """Cluster float32 rows ``x`` (N x d) with this seed on ``device`` ("cpu"/"cuda")."""
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+class Sampler(Component):
+    """Chooses which images (and how often) the training pass visits this epoch."""
+
+    @abstractmethod
+    def sample(self, assignments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Dataset indices to train on, in visiting order, from this epoch's assignments."""
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class Dataset(Component):
+    """An indexed collection of images, optionally labelled (labels only feed metrics).
+
+    The constructor must fail with a :class:`~dcframe.errors.UserError` naming the
+    parameter to fix when the data is missing or empty.
+    """
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` as an RGB PIL image; a corrupt file raises ``UserError`` naming it."""
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """(N,) int64 class ids, or None for unlabelled data."""
+        return None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return None

@@ -1,0 +1,80 @@
+"""Shared fixtures: throwaway plugin distributions and CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dcframe import recipe, registries
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def make_distribution(
+    root: Path, name: str, version: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]
+) -> Path:
+    """A real (if minimal) installed distribution: ``*.dist-info`` with ``entry_points.txt``
+    plus its modules, in ``root``; put ``root`` on ``sys.path`` to install it."""
+    root.mkdir(parents=True, exist_ok=True)
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    groups = [
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items())
+        for group, items in entry_points.items()
+    ]
+    (info / "entry_points.txt").write_text("\n".join(groups))
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+    return root
+
+
+def reset_registries() -> None:
+    """Forget discovered entries so the next lookup re-reads the entry points."""
+    for registry in registries.ALL:
+        registry._entries.clear()
+        registry._failed.clear()
+        registry._loaded = False
+    recipe.recipe_model.cache_clear()
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path for throwaway distributions; registries re-read around the test."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    reset_registries()
+    yield root
+    reset_registries()
+
+
+def run_cli(*args: str, cwd: Path | None = None, extra_path: Path | None = None) -> CliResult:
+    """Run the real ``dcframe`` console entry point in a subprocess."""
+    env = dict(os.environ)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    env["COLUMNS"] = "200"  # rich wraps tables to the terminal width
+    done = subprocess.run(
+        [sys.executable, "-c", "from dcframe.cli import entry; entry()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=600,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
