@@ -79,7 +79,7 @@ def build_components(recipe: Any) -> Components:
 class Devices:
     """Where the network runs and where the clusterer runs."""
 
-    torch: torch.device
+    network: torch.device
     clusterer: str
     amp_dtype: torch.dtype | None
 
@@ -154,7 +154,7 @@ class Trainer:
     @classmethod
     def create(cls, recipe: Any, backbone: Backbone, devices: Devices) -> Trainer:
         opt = recipe.optimizer
-        backbone.to(devices.torch)
+        backbone.to(devices.network)
         body = torch.optim.SGD(
             backbone.body_parameters(),
             lr=opt.lr,
@@ -179,7 +179,11 @@ class Trainer:
         )
 
     def train_pass(
-        self, dataset: Dataset, indices: np.ndarray, targets: np.ndarray, top: torch.optim.SGD,
+        self,
+        dataset: Dataset,
+        indices: np.ndarray,
+        targets: np.ndarray,
+        top: torch.optim.SGD,
         reporter: Reporter,
     ) -> float:
         """One pass over ``indices`` with cross-entropy on the pseudo-labels; mean loss."""
@@ -188,14 +192,14 @@ class Trainer:
             ImageSubset(dataset, self.transform, indices, targets[indices]),
             batch_size=self.optimizer.batch_size,
             num_workers=self.workers,
-            pin_memory=self.devices.torch.type == "cuda",
+            pin_memory=self.devices.network.type == "cuda",
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
         loss_fn = nn.CrossEntropyLoss()
         total, seen = 0.0, 0
         for images, labels in reporter.track(loader, len(loader), "training"):
-            images = images.to(self.devices.torch, non_blocking=True)
-            labels = labels.to(self.devices.torch, non_blocking=True)
+            images = images.to(self.devices.network, non_blocking=True)
+            labels = labels.to(self.devices.network, non_blocking=True)
             with self.autocast():
                 loss = loss_fn(self.backbone(images), labels)
             self.body_optimizer.zero_grad(set_to_none=True)
@@ -237,7 +241,7 @@ def run_epoch(
             parts.preprocessors,
             sample_rng=epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
             batch_size=trainer.optimizer.batch_size,
-            device=trainer.devices.torch,
+            device=trainer.devices.network,
             workers=trainer.workers,
             autocast=trainer.autocast,
             reporter=reporter,
@@ -297,7 +301,9 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     run_cfg = recipe.run
     rundir = RunDirectory(Path(run_cfg.output_dir) / run_cfg.name)
     resolved = dumps(recipe)
-    state = _resume_state(rundir, resolved) if resume else _refuse_overwrite(rundir)
+    state = _resume_state(rundir, resolved) if resume else None
+    if not resume:
+        _refuse_overwrite(rundir)
 
     torch.manual_seed(run_cfg.seed)
     parts = build_components(recipe)
@@ -324,7 +330,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
         rundir.truncate_metrics(0)
     reporter.info(
         f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
-        f"device {devices.torch} (clustering on {devices.clusterer})"
+        f"device {devices.network} (clustering on {devices.clusterer})"
     )
     for epoch in range(start_epoch, run_cfg.epochs):
         previous, metrics = run_epoch(epoch, run_cfg.seed, parts, trainer, previous, reporter)

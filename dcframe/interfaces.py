@@ -18,7 +18,8 @@ from PIL import Image
 from pydantic import Field
 from torch import nn
 
-from dcframe.params import NoParams, Params
+from dcframe.params import NoParams
+from dcframe.params import Params as ParamsModel
 
 
 def summary_of(cls: type) -> str:
@@ -27,19 +28,19 @@ def summary_of(cls: type) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - each kind below declares its abstract methods
     """Base class of preprocessors, clusterers, samplers and datasets."""
 
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[ParamsModel]] = NoParams
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: ParamsModel) -> None:
         self.params = params
 
 
 # --------------------------------------------------------------------------- backbones
 
 
-class BackboneParams(Params):
+class BackboneParams(ParamsModel):
     """Parameters every backbone accepts."""
 
     sobel: bool = Field(
@@ -143,7 +144,7 @@ class Preprocessor(Component):
 # --------------------------------------------------------------------------- clusterers
 
 
-class ClustererParams(Params):
+class ClustererParams(ParamsModel):
     """Parameters every clusterer accepts."""
 
     k: int = Field(10000, ge=2, description="Number of clusters (paper: 10000 on ImageNet).")
@@ -172,7 +173,7 @@ class Clusterer(Component):
     with GPU support). The engine refuses an unavailable device before any work starts.
     """
 
-    Params: ClassVar[type[Params]] = ClustererParams
+    Params: ClassVar[type[ParamsModel]] = ClustererParams
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     params: ClustererParams
 

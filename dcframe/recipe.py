@@ -86,12 +86,13 @@ def _component_union(registry: Registry[Any]) -> Any:
     """Tagged union of every registered component's parameters, plus a literal ``name``."""
     members = []
     for entry in registry:
+        tag: Any = Literal[entry.name]
         members.append(
             create_model(
                 f"{registry.kind}:{entry.name}",
                 __base__=entry.params_model,
                 __doc__=entry.summary,
-                name=(Literal[entry.name], Field(description=f"{entry.summary} [{entry.origin}]")),
+                name=(tag, Field(description=f"{entry.summary} [{entry.origin}]")),
             )
         )
     if len(members) == 1:
@@ -134,8 +135,8 @@ def recipe_model() -> type[Params]:
 # ------------------------------------------------------------------------ loading
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Params:
-    """Read, override and validate a recipe file.
+def load(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Read, override and validate a recipe file; returns a ``recipe_model()`` instance.
 
     Raises:
         UserError: the file is missing or is not TOML.
@@ -153,7 +154,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Params:
     return validate(raw, source=str(path))
 
 
-def validate(raw: dict[str, Any], source: str = "recipe") -> Params:
+def validate(raw: dict[str, Any], source: str = "recipe") -> Any:
     """Validate a recipe held as a dict; all problems are reported at once."""
     try:
         return recipe_model().model_validate(raw)
@@ -254,7 +255,7 @@ def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
     kind = detail["type"]
     registry = COMPONENT_SECTIONS.get(str(real[0])) if real else None
     if kind == "union_tag_invalid" and registry is not None:
-        name = str(_lookup(raw, real + ("name",)))
+        name = str(_lookup(raw, (*real, "name")))
         failed = [f for f in registry.failed if f.name == name]
         if failed:
             return f"{path}.name: {registry.failure_message(failed[0])}"

@@ -9,7 +9,7 @@ from dcframe.registry import Registry
 
 
 def _builtin_backbones() -> dict[str, type[Backbone]]:
-    from dcframe.components.backbones import AlexNet, ResNet50, VGG16
+    from dcframe.components.backbones import VGG16, AlexNet, ResNet50
 
     return {"alexnet": AlexNet, "vgg16": VGG16, "resnet50": ResNet50}
 

@@ -13,7 +13,7 @@ import importlib.metadata as metadata
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from dcframe.errors import PluginLoadError, UnknownComponentError, UserError
 from dcframe.interfaces import summary_of
@@ -52,7 +52,7 @@ class Entry(Generic[T]):
 
     @property
     def params_model(self) -> type[Params]:
-        return self.cls.Params  # type: ignore[attr-defined, no-any-return]
+        return self.cls.Params  # type: ignore[attr-defined]
 
     @property
     def summary(self) -> str:
@@ -88,7 +88,7 @@ class Registry(Generic[T]):
     def __init__(
         self,
         kind: str,
-        base: type[T],
+        base: type,
         group: str,
         section: str,
         builtins: Callable[[], dict[str, type[T]]],
@@ -132,7 +132,7 @@ class Registry(Generic[T]):
                 f"duplicate {self.kind} {name!r}: registered by {self._entries[name].origin} "
                 f"and again by {origin}; uninstall one of them"
             )
-        entry = Entry(name, cls, origin)
+        entry: Entry[T] = Entry(name, cast(type[T], cls), origin)
         self._entries[name] = entry
         return entry
 

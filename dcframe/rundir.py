@@ -111,7 +111,10 @@ class RunDirectory:
             )
 
     def load_checkpoint(self) -> dict[str, Any]:
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+        state: dict[str, Any] = torch.load(
+            self.checkpoint_path, map_location="cpu", weights_only=True
+        )
+        return state
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"

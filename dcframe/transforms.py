@@ -23,9 +23,7 @@ def resize_size(input_size: int) -> int:
 
 def clustering_transform(input_size: int) -> T.Compose:
     """Deterministic view used for feature extraction: resize, centre crop, normalise."""
-    return T.Compose(
-        [T.Resize(resize_size(input_size)), T.CenterCrop(input_size), *_normalise()]
-    )
+    return T.Compose([T.Resize(resize_size(input_size)), T.CenterCrop(input_size), *_normalise()])
 
 
 def training_transform(

@@ -25,7 +25,11 @@ class CliResult:
 
 
 def make_distribution(
-    root: Path, name: str, version: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]
+    root: Path,
+    name: str,
+    version: str,
+    entry_points: dict[str, dict[str, str]],
+    modules: dict[str, str],
 ) -> Path:
     """A real (if minimal) installed distribution: ``*.dist-info`` with ``entry_points.txt``
     plus its modules, in ``root``; put ``root`` on ``sys.path`` to install it."""

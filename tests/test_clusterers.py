@@ -35,11 +35,8 @@ def _sklearn(k: int, init: str = "random") -> SklearnKMeans:
 def _best_of_seeds(clusterer: Clusterer, x: np.ndarray, seeds: int = 10) -> Clustering:
     # k random initial points often miss a blob (hitting all 5 has probability 5!/5^5),
     # so recovery is judged on the lowest objective over a few seeds.
-    return min((clusterer.cluster(x, seed, "cpu") for seed in range(seeds)), key=_objective)
-
-
-def _objective(result: Clustering) -> float:
-    return result.objective
+    runs = [clusterer.cluster(x, seed, "cpu") for seed in range(seeds)]
+    return min(runs, key=lambda result: result.objective)
 
 
 def _squared_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

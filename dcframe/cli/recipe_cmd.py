@@ -17,7 +17,9 @@ app = typer.Typer(no_args_is_help=True, help="Validate, resolve and describe rec
 RecipePath = Annotated[Path, typer.Argument(help="Recipe file (.toml).", show_default=False)]
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a value: section.key=value (repeatable).", metavar="KEY=VALUE"),
+    typer.Option(
+        "--set", help="Override a value: section.key=value (repeatable).", metavar="KEY=VALUE"
+    ),
 ]
 
 

@@ -1,7 +1,7 @@
 """k-means clusterers: faiss (the paper's tool, CPU or GPU) and scikit-learn (CPU only).
 
-Both run Lloyd's algorithm from k random rows for a fixed number of iterations, once, and
-return the nearest-final-centroid label of every row. They differ in how they repair empty
+Both run Lloyd's algorithm from k random rows for at most a fixed number of iterations, once,
+and return the nearest-final-centroid label of every row. They differ in how they repair empty
 clusters during the iterations; each class documents its rule.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
+from sklearn.cluster import KMeans
 
 from dcframe.errors import UserError
 from dcframe.interfaces import Clusterer, ClustererParams, Clustering
@@ -139,6 +140,8 @@ class FaissKMeans(Clusterer):
         clus.niter = self.params.iterations
         clus.seed = seed % _FAISS_SEED_MODULUS
         clus.max_points_per_centroid = self.params.max_points_per_centroid
+        # faiss warns when N < 39 k; small datasets are legitimate here and k <= N is checked.
+        clus.min_points_per_centroid = 1
         clus.nredo = 1
         clus.spherical = False
         clus.verbose = self.params.verbose
@@ -196,8 +199,6 @@ class SklearnKMeans(Clusterer):
     params: SklearnKMeansParams
 
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
-        from sklearn.cluster import KMeans
-
         check_device(type(self), device)
         x = float32_rows(x)
         check_k(self.k, x.shape[0])

@@ -11,7 +11,7 @@ from pydantic import Field
 from dcframe.components.clusterers import float32_rows, import_faiss
 from dcframe.errors import UserError
 from dcframe.interfaces import Preprocessor
-from dcframe.params import NoParams, Params
+from dcframe.params import Params
 
 
 class PCAParams(Params):
@@ -37,7 +37,7 @@ class PCAParams(Params):
 
 
 class PCAWhitening(Preprocessor):
-    """PCA to ``dim`` components, each scaled by its eigenvalue to a power (whitening).
+    """PCA to dim components, each scaled by a power of its variance (whitening), guarded.
 
     The PCA is fitted from scratch by every :meth:`fit` on at most ``fit_sample`` rows
     (faiss ``PCAMatrix``, no further subsampling). :meth:`transform` centres a row,
@@ -132,8 +132,6 @@ class PCAWhitening(Preprocessor):
 
 class L2Normalize(Preprocessor):
     """Scale every row to unit Euclidean norm (rows of zeros stay zero)."""
-
-    Params: ClassVar[type[Params]] = NoParams
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = float32_rows(x)
