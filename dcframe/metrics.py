@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -21,6 +20,8 @@ def nmi(a: np.ndarray, b: np.ndarray) -> float:
         a: (N,) integer labels, e.g. this epoch's cluster assignment.
         b: (N,) integer labels, e.g. the previous epoch's assignment or the true classes.
     """
+    from sklearn.metrics import normalized_mutual_info_score  # slow import: only when used
+
     return float(normalized_mutual_info_score(a, b, average_method="geometric"))
 
 

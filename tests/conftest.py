@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -9,10 +11,12 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from dcframe import recipe, registries
+from dcframe.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +71,20 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     reset_registries()
 
 
+def invoke(*args: str) -> CliResult:
+    """Run ``dcframe ARGS`` in this process through the console entry point's ``main``."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, {"COLUMNS": "200"}),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        code = main(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def run_cli(*args: str, cwd: Path | None = None, extra_path: Path | None = None) -> CliResult:
-    """Run the real ``dcframe`` console entry point in a subprocess."""
+    """Run the real ``dcframe`` console entry point in a subprocess (slow: imports torch)."""
     env = dict(os.environ)
     if extra_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
@@ -82,3 +98,43 @@ def run_cli(*args: str, cwd: Path | None = None, extra_path: Path | None = None)
         timeout=600,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+TINY_RECIPE = """
+schema_version = 1
+[run]
+name = "tiny"
+seed = 5
+epochs = 2
+output_dir = "{output_dir}"
+device = "cpu"
+[data]
+name = "sklearn-digits"
+split = "test"
+[backbone]
+name = "alexnet"
+small_input = true
+width = 0.125
+fc_dim = 32
+[[preprocess]]
+name = "pca"
+dim = 16
+[[preprocess]]
+name = "l2"
+[clusterer]
+name = "faiss-kmeans"
+k = 20
+[sampler]
+name = "uniform"
+reassign = 0.5
+[optimizer]
+batch_size = 64
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    """A complete recipe that trains a tiny AlexNet on 360 digits in a few seconds."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RECIPE.format(output_dir=tmp_path / "runs"))
+    return path

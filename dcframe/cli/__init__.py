@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from dcframe import __version__
-from dcframe.cli import plugins_cmd, recipe_cmd, run_cmd
+from dcframe.cli import eval_cmd, plugins_cmd, recipe_cmd, run_cmd
 from dcframe.errors import RecipeError, UserError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(recipe_cmd.app, name="recipe")
 app.add_typer(plugins_cmd.app, name="plugins")
+app.add_typer(eval_cmd.app, name="eval")
 app.command("run")(run_cmd.run)
 
 _options = {"debug": False}
@@ -59,14 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         result = app(args=argv, prog_name="dcframe", standalone_mode=False)
-    except click.exceptions.Exit as stop:
+    except typer.Exit as stop:
         return stop.exit_code
-    except click.ClickException as error:  # usage errors: unknown option, missing argument
-        error.show()
-        return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("[red]aborted[/red]")
         return 130
+    except TyperException as error:  # usage errors: unknown option, missing argument
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        else:
+            err.print(escape(error.format_message()))
+        return 2
     except UserError as error:
         if _options["debug"]:
             err.print_exception()

@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
-from sklearn.cluster import KMeans
 
 from dcframe.errors import UserError
 from dcframe.interfaces import Clusterer, ClustererParams, Clustering
@@ -202,6 +201,8 @@ class SklearnKMeans(Clusterer):
         check_device(type(self), device)
         x = float32_rows(x)
         check_k(self.k, x.shape[0])
+        from sklearn.cluster import KMeans  # slow import: only when this clusterer runs
+
         kmeans = KMeans(
             n_clusters=self.k,
             init=self.params.init,

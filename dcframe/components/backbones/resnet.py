@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torchvision
 from torch import nn
 
 from dcframe.components.backbones._common import (
@@ -59,7 +58,9 @@ class ResNet50(Backbone):
     def __init__(self, params: BackboneParams) -> None:
         super().__init__(params)
         self.input_size = input_size(params)
-        net = torchvision.models.resnet50(weights=None)
+        from torchvision.models import resnet50  # slow import: only when a ResNet is built
+
+        net = resnet50(weights=None)
         self.feature_dim = net.fc.in_features
         self.sobel = input_layer(params)
         if params.sobel or params.small_input:
