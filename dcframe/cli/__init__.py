@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from dcframe import __version__
-from dcframe.cli import eval_cmd, plugins_cmd, recipe_cmd, run_cmd
+from dcframe.cli import plugins_cmd, recipe_cmd, run_cmd
 from dcframe.errors import RecipeError, UserError
 
 app = typer.Typer(
@@ -28,7 +28,6 @@ app = typer.Typer(
 )
 app.add_typer(recipe_cmd.app, name="recipe")
 app.add_typer(plugins_cmd.app, name="plugins")
-app.add_typer(eval_cmd.app, name="eval")
 app.command("run")(run_cmd.run)
 
 _options = {"debug": False}
