@@ -1,0 +1,200 @@
+"""Contract checks every registered component must pass, for dcframe and plugin authors alike.
+
+In a plugin's test suite, one line checks a component as dcframe itself does::
+
+    from dcframe.testing import check_component
+
+    def test_contract():
+        check_component("clusterer", "torch-kmeans")
+
+Each check builds the component from its parameters model (defaults unless ``params`` is
+given), runs it on tiny real input, and checks shapes, dtypes, value ranges and that the
+same seed gives the same result. A failed check raises ``AssertionError`` with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from dcframe import registries
+from dcframe.errors import UserError
+from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.params import Params
+from dcframe.registry import Registry
+
+__all__ = [
+    "check_backbone",
+    "check_clusterer",
+    "check_component",
+    "check_dataset",
+    "check_params_model",
+    "check_preprocessor",
+    "check_sampler",
+]
+
+
+def check_params_model(cls: type) -> None:
+    """The parameters model is strict, closed, and every field is described."""
+    model = getattr(cls, "Params", None)
+    assert isinstance(model, type) and issubclass(model, Params), (
+        f"{cls.__name__}.Params must subclass dcframe.params.Params"
+    )
+    assert model.model_config.get("strict") is True, f"{model.__name__} must be strict"
+    assert model.model_config.get("extra") == "forbid", f"{model.__name__} must forbid extra keys"
+    for name, field in model.model_fields.items():
+        assert field.description, f"{model.__name__}.{name} needs a description"
+    try:
+        model.model_validate({"surely_not_a_parameter": 1})
+    except ValidationError as error:
+        kinds = {e["type"] for e in error.errors()}
+        assert "extra_forbidden" in kinds, f"{model.__name__} accepted an unknown key"
+    else:
+        raise AssertionError(f"{model.__name__} accepted an unknown key")
+
+
+def _params(cls: type, params: Params | dict[str, Any] | None, **updates: Any) -> Any:
+    """``params`` as the component's model: the defaults, or the given values, plus updates."""
+    model: type[Params] = cls.Params  # type: ignore[attr-defined]
+    values = params.model_dump() if isinstance(params, Params) else dict(params or {})
+    values.pop("name", None)  # a recipe section carries the component name; the model does not
+    valid = {k: v for k, v in updates.items() if k in model.model_fields}
+    return model.model_validate({**values, **valid})
+
+
+def _blobs(rows: int = 240, dim: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(4, dim))
+    points = centres[rng.integers(0, 4, size=rows)] + rng.normal(size=(rows, dim))
+    return points.astype(np.float32)
+
+
+def check_preprocessor(cls: type[Preprocessor], params: Any = None) -> None:
+    """Fits on a sample, maps float32 rows to float32 rows of ``output_dim``, deterministically."""
+    check_params_model(cls)
+    x = _blobs(rows=200, dim=32)
+    outputs = []
+    for _ in range(2):
+        step = cls(_params(cls, params, dim=8))
+        wanted = step.fit_sample_size(len(x))
+        assert 0 <= wanted <= len(x), "fit_sample_size must be within [0, number of rows]"
+        assert not step.check_sizes(len(x), x.shape[1]), "tiny valid sizes must pass check_sizes"
+        if wanted:
+            step.fit(x[:wanted])
+        y = step.transform(x)
+        assert y.dtype == np.float32, f"transform returned {y.dtype}, not float32"
+        assert y.shape == (len(x), step.output_dim(x.shape[1])), "shape differs from output_dim"
+        assert np.isfinite(y).all(), "transform produced NaN or inf"
+        outputs.append(y)
+    np.testing.assert_array_equal(outputs[0], outputs[1], err_msg="same input, different output")
+
+
+def check_clusterer(cls: type[Clusterer], params: Any = None) -> None:
+    """k ids per row in [0, k), a finite objective, (k, d) centroids, same seed same result."""
+    check_params_model(cls)
+    x = _blobs()
+    clusterer = cls(_params(cls, params, k=4))
+    assert "cpu" in cls.devices and "cpu" in cls.available_devices(), "the CPU must be supported"
+    first = clusterer.cluster(x, seed=3, device="cpu")
+    second = cls(_params(cls, params, k=4)).cluster(x, seed=3, device="cpu")
+    labels = np.asarray(first.assignments)
+    assert labels.dtype == np.int64 and labels.shape == (len(x),), "assignments: (N,) int64"
+    assert labels.min() >= 0 and labels.max() < 4, "assignments outside [0, k)"
+    assert np.isfinite(first.objective) and first.objective >= 0, "objective must be >= 0"
+    assert first.centroids.shape == (4, x.shape[1]), "centroids must be (k, d)"
+    assert first.centroids.dtype == np.float32, "centroids must be float32"
+    np.testing.assert_array_equal(labels, second.assignments, err_msg="same seed, new labels")
+    try:
+        cls(_params(cls, params, k=len(x) + 1)).cluster(x, seed=3, device="cpu")
+    except UserError:
+        pass
+    else:
+        raise AssertionError("k larger than the number of rows must raise dcframe.errors.UserError")
+
+
+def check_sampler(cls: type[Sampler], params: Any = None) -> None:
+    """Valid dataset indices, never from empty clusters, reproducible from the generator."""
+    check_params_model(cls)
+    assignments = np.repeat(np.array([0, 2, 3, 5]), [60, 30, 9, 1])  # ids 1 and 4 stay empty
+    sampler = cls(_params(cls, params))
+    first = sampler.sample(assignments, np.random.default_rng(11))
+    second = sampler.sample(assignments, np.random.default_rng(11))
+    assert first.ndim == 1 and len(first) > 0, "the sample must be a non-empty 1-d array"
+    assert np.issubdtype(first.dtype, np.integer), "indices must be integers"
+    assert first.min() >= 0 and first.max() < len(assignments), "index out of range"
+    np.testing.assert_array_equal(first, second, err_msg="same generator seed, new sample")
+
+
+def check_backbone(cls: type[Backbone], params: Any = None) -> None:
+    """Embeds, trains through a fresh top layer, exposes its taps, builds reproducibly."""
+    check_params_model(cls)
+    # Small input and narrow width keep the check fast; they are part of every built-in.
+    chosen = _params(cls, params, small_input=True, width=0.25, fc_dim=64)
+    torch.manual_seed(0)
+    net = cls(chosen)
+    torch.manual_seed(0)
+    twin = cls(chosen)
+    for (key, a), b in zip(net.state_dict().items(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b), f"same seed, different initial {key}"
+    net.eval()
+    x = torch.randn(2, 3, net.input_size, net.input_size)
+    with torch.no_grad():
+        features = net.embed(x)
+    assert features.shape == (2, net.feature_dim), f"embed gave {tuple(features.shape)}"
+    assert features.dtype == torch.float32
+    try:
+        net(x)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("forward without a top layer must raise RuntimeError")
+    top = net.reset_top_layer(5)
+    with torch.no_grad():
+        assert net(x).shape == (2, 5), "forward must give (B, k) logits"
+    body = {id(p) for p in net.body_parameters()}
+    assert body.isdisjoint(id(p) for p in top.parameters()), "body_parameters has the top layer"
+    assert net.tap_names, "a backbone must name at least one tap for evaluation"
+    with torch.no_grad():
+        maps = net.taps(x, list(net.tap_names))
+    for name in net.tap_names:
+        assert maps[name].ndim == 4 and maps[name].shape[0] == 2, f"tap {name} must be (B,C,H,W)"
+
+
+def check_dataset(cls: type[Dataset], params: Any = None) -> None:
+    """Non-empty, RGB PIL images, labels (when any) are (N,) int64."""
+    check_params_model(cls)
+    data = cls(_params(cls, params))
+    assert len(data) > 0, "a dataset must not be empty"
+    image = data.image(0)
+    assert isinstance(image, Image.Image) and image.mode == "RGB", "image() must return RGB PIL"
+    labels = data.labels
+    if labels is not None:
+        assert labels.shape == (len(data),) and labels.dtype == np.int64, "labels: (N,) int64"
+
+
+_CHECKS: dict[str, Any] = {
+    "backbone": check_backbone,
+    "preprocessor": check_preprocessor,
+    "clusterer": check_clusterer,
+    "sampler": check_sampler,
+    "dataset": check_dataset,
+}
+
+
+def check_component(kind: str, name: str, params: Any = None) -> None:
+    """Look ``name`` up in the registry of ``kind`` (as a recipe would) and run its checks.
+
+    Args:
+        kind: "backbone", "preprocessor", "clusterer", "sampler" or "dataset".
+        name: The registered name (the entry-point name for plugins).
+        params: Parameter values (dict or model) for components whose model has required
+            fields, such as a dataset's folder; defaults otherwise.
+    """
+    registry: Registry[Any] = next(r for r in registries.ALL if r.kind == kind)
+    entry = registry.get(name)
+    assert entry.summary, f"{name}: the class docstring's first line is its description"
+    _CHECKS[kind](entry.cls, params)
