@@ -248,8 +248,8 @@ def run_epoch(
         )
     with _timed(seconds, "cluster"):  # 4: k-means with a fresh seed every epoch
         cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-        reporter.info(f"clustering {len(features)} x {features.shape[1]} into {k} clusters")
-        clustering = parts.clusterer.cluster(features, cluster_seed, trainer.devices.clusterer)
+        with reporter.stage(f"clustering {len(features)} x {features.shape[1]} into {k} clusters"):
+            clustering = parts.clusterer.cluster(features, cluster_seed, trainer.devices.clusterer)
         del features
     assignment = clustering.assignments
     labels = parts.dataset.labels  # 5: measure

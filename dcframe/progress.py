@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -47,6 +48,15 @@ class Reporter:
             for item in items:
                 yield item
                 progress.advance(task)
+
+    @contextlib.contextmanager
+    def stage(self, description: str) -> Iterator[None]:
+        """A spinner for a step that reports no progress of its own (a k-means call)."""
+        if self.quiet:
+            yield
+            return
+        with self.console.status(description):
+            yield
 
     def info(self, message: str) -> None:
         if not self.quiet:
