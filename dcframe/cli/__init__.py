@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from dcframe import __version__
-from dcframe.cli import plugins_cmd, recipe_cmd, run_cmd
+from dcframe.cli import eval_cmd, plugins_cmd, recipe_cmd, run_cmd
 from dcframe.errors import RecipeError, UserError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(recipe_cmd.app, name="recipe")
 app.add_typer(plugins_cmd.app, name="plugins")
+app.add_typer(eval_cmd.app, name="eval")
 app.command("run")(run_cmd.run)
 
 _options = {"debug": False}
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="dcframe", standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
-    except typer.Abort:
-        err.print("[red]aborted[/red]")
+    except (typer.Abort, KeyboardInterrupt):
+        err.print(
+            "[red]interrupted[/red]: a run keeps its last finished epoch; continue with --resume"
+        )
         return 130
     except TyperException as error:  # usage errors: unknown option, missing argument
         show = getattr(error, "show", None)

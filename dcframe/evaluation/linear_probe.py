@@ -1,0 +1,226 @@
+"""The paper's linear probe: a linear classifier on each frozen layer.
+
+The trunk is frozen in eval mode. Every chosen layer gets its own ``nn.Linear`` (PyTorch's
+default init); all of them train together on the same batches (one trunk pass feeds them
+all; their losses are summed, and as they share no parameter each trains exactly as if
+alone), with SGD (lr0 0.01, momentum 0.9, weight decay 1e-4 by default) and the learning
+rate ``lr0 / sqrt(1 + lr0 * weight_decay * t)`` at iteration ``t`` (:func:`decayed_lr`).
+
+Training views (``s = input_size / 224``):
+
+* ``augment`` (the paper's): Resize(256s) -> CenterCrop(256s) -> RandomCrop(224s) ->
+  horizontal flip, one trunk pass per batch;
+* ``cached``: the deterministic Resize(256s) -> CenterCrop(224s) view, extracted once and
+  kept in memory (float32, N x dim per layer), then only the heads train: cheap on small
+  data, no augmentation.
+
+Validation: Resize(256s) -> CenterCrop(224s), or TenCrop(224s) (four corners and centre,
+and their mirror images) with the softmax averaged over the ten crops. Validation features
+are deterministic, so they are extracted once (x10 memory with ten crops) in both modes.
+After every epoch each head is scored on the validation split; the report gives the best
+epoch (highest top-1, the paper's choice) and the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms as T
+
+from dcframe.evaluation.accuracy import topk_accuracy
+from dcframe.evaluation.data import EvalData, image_loader
+from dcframe.evaluation.features import FrozenFeatures, extract
+from dcframe.evaluation.options import LinearProbeOptions
+from dcframe.evaluation.runtime import Runtime
+from dcframe.transforms import IMAGENET_MEAN, IMAGENET_STD, clustering_transform, resize_size
+
+Batches = Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]
+
+
+def decayed_lr(lr0: float, weight_decay: float, iteration: int) -> float:
+    """Learning rate at iteration ``t``: ``lr0 / sqrt(1 + lr0 * weight_decay * t)``."""
+    return lr0 / math.sqrt(1.0 + lr0 * weight_decay * iteration)
+
+
+def _normalise() -> T.Compose:
+    return T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def augment_transform(input_size: int) -> T.Compose:
+    """The paper's training crops: Resize, CenterCrop (256s), RandomCrop (224s), flip."""
+    big = resize_size(input_size)
+    return T.Compose(
+        [
+            T.Resize(big),
+            T.CenterCrop(big),
+            T.RandomCrop(input_size),
+            T.RandomHorizontalFlip(),
+            _normalise(),
+        ]
+    )
+
+
+class StackCrops:
+    """Normalise each crop of a tuple of PIL crops and stack them: (crops, 3, H, W).
+
+    A class rather than a lambda so that DataLoader workers can pickle it.
+    """
+
+    def __init__(self) -> None:
+        self.normalise = _normalise()
+
+    def __call__(self, crops: tuple[Any, ...]) -> torch.Tensor:
+        return torch.stack([self.normalise(crop) for crop in crops])
+
+
+def eval_transform(input_size: int, ten_crop: bool) -> Callable[[Any], torch.Tensor]:
+    """Validation view: centre crop, or the ten crops stacked (10, 3, S, S)."""
+    if not ten_crop:
+        return clustering_transform(input_size)
+    return T.Compose([T.Resize(resize_size(input_size)), T.TenCrop(input_size), StackCrops()])
+
+
+def crop_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities: softmax of (N, C) logits, or the mean over crops of the softmax
+    of (N, crops, C) logits."""
+    probabilities = logits.softmax(dim=-1)
+    return probabilities.mean(dim=1) if probabilities.dim() == 3 else probabilities
+
+
+@dataclass
+class LayerReport:
+    """The probe of one layer.
+
+    Attributes:
+        dim: Feature width.
+        pooling: How the layer was pooled.
+        history: Validation scores after every epoch (``epoch`` 1-based, ``top1``, ``top5``).
+    """
+
+    dim: int
+    pooling: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The epoch of highest top-1 (the earliest on ties)."""
+        return max(self.history, key=lambda scores: scores["top1"])
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "pooling": self.pooling,
+            "best": self.best,
+            "last": self.last,
+            "history": self.history,
+        }
+
+
+def _training_batches(
+    features: FrozenFeatures, data: EvalData, options: LinearProbeOptions, runtime: Runtime
+) -> Callable[[], Batches]:
+    """A callable giving one epoch of (layer features, labels) training batches.
+
+    ``cached`` extracts the training features now, once, and shuffles their rows every
+    epoch; ``augment`` returns batches of freshly cropped images through the trunk.
+    """
+    size = features.backbone.input_size
+    if options.mode == "augment":
+        loader = image_loader(
+            data.train, augment_transform(size), runtime.batch_size, runtime.workers, runtime.seed
+        )
+
+        def augmented() -> Batches:
+            for images, labels in loader:
+                yield features(images.to(runtime.device)), labels
+
+        return augmented
+
+    train = extract(features, data.train, clustering_transform(size), runtime, "train features")
+    labels = torch.as_tensor(data.train.labels)
+    generator = torch.Generator().manual_seed(runtime.seed)
+
+    def cached() -> Batches:
+        for index in torch.randperm(len(labels), generator=generator).split(runtime.batch_size):
+            yield {name: x[index] for name, x in train.items()}, labels[index]
+
+    return cached
+
+
+@torch.no_grad()
+def _score(
+    heads: nn.ModuleDict, val: dict[str, torch.Tensor], labels: torch.Tensor, runtime: Runtime
+) -> dict[str, dict[str, float]]:
+    heads.eval()
+    scores = {}
+    for name, head in heads.items():
+        probabilities = torch.cat(
+            [
+                crop_probabilities(head(chunk.to(runtime.device))).cpu()
+                for chunk in val[name].split(runtime.batch_size)
+            ]
+        )
+        scores[name] = topk_accuracy(probabilities, labels)
+    return scores
+
+
+def linear_probe(
+    features: FrozenFeatures, data: EvalData, options: LinearProbeOptions, runtime: Runtime
+) -> dict[str, LayerReport]:
+    """Train and validate a linear classifier on every layer of ``features``.
+
+    Returns:
+        Layer name -> its report (best and last epoch, full history).
+    """
+    reporter = runtime.reporter
+    view = eval_transform(features.backbone.input_size, options.ten_crop)
+    val = extract(features, data.val, view, runtime, "val features")
+    val_labels = torch.as_tensor(data.val.labels)
+    training_batches = _training_batches(features, data, options, runtime)
+    heads = nn.ModuleDict(
+        {name: nn.Linear(features.dims[name], data.num_classes) for name in features.layers}
+    ).to(runtime.device)
+    optimizer = torch.optim.SGD(
+        heads.parameters(),
+        lr=options.lr,
+        momentum=options.momentum,
+        weight_decay=options.weight_decay,
+    )
+    reports = {
+        name: LayerReport(features.dims[name], features.pooling[name]) for name in features.layers
+    }
+    steps_per_epoch = math.ceil(len(data.train) / runtime.batch_size)
+    iteration = 0
+    for epoch in range(1, options.epochs + 1):
+        heads.train()
+        batches = reporter.track(training_batches(), steps_per_epoch, f"epoch {epoch}")
+        for inputs, labels in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = decayed_lr(options.lr, options.weight_decay, iteration)
+            labels = labels.to(runtime.device)
+            losses = [
+                F.cross_entropy(head(inputs[name].to(runtime.device)), labels)
+                for name, head in heads.items()
+            ]
+            optimizer.zero_grad(set_to_none=True)
+            torch.stack(losses).sum().backward()
+            optimizer.step()
+            iteration += 1
+        scores = _score(heads, val, val_labels, runtime)
+        for name, report in reports.items():
+            report.history.append({"epoch": epoch, **scores[name]})
+        reporter.info(
+            f"epoch {epoch}/{options.epochs}  "
+            + "  ".join(f"{name} {s['top1']:.1f}" for name, s in scores.items())
+        )
+    return reports

@@ -1,0 +1,435 @@
+"""What to evaluate, as a frozen backbone in eval mode.
+
+Four sources, one per :class:`~dcframe.evaluation.options.ModelOptions` combination:
+
+* a run directory: its latest ``checkpoint.pt``, or ``checkpoints/epoch_NNNN.pt`` with
+  ``epoch``; the architecture is the ``[backbone]`` table of the run's ``recipe.toml``;
+* a dcframe checkpoint file: the backbone name is stored in it; the architecture comes
+  from ``--recipe``, else from a ``recipe.toml`` in its folder or the folder above (a run
+  directory), else from that backbone's defaults;
+* an official DeepCluster ``checkpoint.pth.tar`` (``state_dict`` + ``arch``): mapped key by
+  key into dcframe's AlexNet or VGG16 (:func:`official_key_map`), Sobel input inferred
+  from the presence of ``sobel.*`` keys, the paper's full-size architecture unless
+  ``--recipe`` says otherwise;
+* ``random_init``: a fresh backbone of that name (seeded by the caller).
+
+In every case ``overrides`` (``backbone.KEY=VALUE``) are applied to the architecture last.
+Only the ``[backbone]`` table of a recipe is read, so a two-line file is a valid
+architecture source. Files are always read with ``torch.load(weights_only=True)``: a file
+that needs arbitrary unpickling is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from dcframe import registries
+from dcframe.components.backbones._common import ConvFcBackbone
+from dcframe.errors import UserError
+from dcframe.evaluation.options import ModelOptions
+from dcframe.interfaces import Backbone, BackboneParams
+from dcframe.params import Params
+from dcframe.recipe import apply_override
+
+RECIPE_FILE = "recipe.toml"
+LATEST_CHECKPOINT = "checkpoint.pt"
+BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+SOBEL_KEYS = ("0.weight", "0.bias", "1.weight", "1.bias")
+TOP_LAYER_PREFIX = "top_layer."
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """Where the official DeepCluster code puts its layers.
+
+    Attributes:
+        backbone: dcframe backbone that has the same architecture.
+        convs: Indices of the convolutions in the official ``features`` Sequential; each
+            is followed by its BatchNorm at index + 1 (and a ReLU at + 2).
+        fcs: Indices of fc6 and fc7 in the official ``classifier`` Sequential.
+    """
+
+    backbone: str
+    convs: tuple[int, ...]
+    fcs: tuple[int, int]
+
+
+#: The released architectures (``arch`` in the checkpoint) and their module positions.
+OFFICIAL_LAYOUTS: dict[str, OfficialLayout] = {
+    # conv, BN, ReLU per conv; 3x3 max-pools at 3, 7 and 17; classifier: Dropout, fc6,
+    # ReLU, Dropout, fc7, ReLU.
+    "alexnet": OfficialLayout("alexnet", convs=(0, 4, 8, 11, 14), fcs=(1, 4)),
+    # conv, BN, ReLU per conv; 2x2 max-pools close the five blocks; classifier: fc6, ReLU,
+    # Dropout, fc7, ReLU.
+    "vgg16": OfficialLayout(
+        "vgg16", convs=(0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40), fcs=(0, 3)
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    """A frozen backbone and where it came from.
+
+    Attributes:
+        backbone: The trunk in eval mode, without top layer, no parameter requiring grad.
+        tag: Short name for result files ("latest", "epoch_0009", "random-alexnet", ...).
+        output_dir: Default folder of the result files.
+        info: JSON description: source kind, file, backbone name and parameters, epoch.
+    """
+
+    backbone: Backbone
+    tag: str
+    output_dir: Path
+    info: dict[str, Any]
+
+
+def load_model(options: ModelOptions) -> EvalModel:
+    """The frozen backbone that ``options`` describe (see the module docstring)."""
+    overrides = list(options.overrides)
+    if options.random_init is not None:
+        recipe = _optional_path(options.recipe)
+        params = backbone_params(options.random_init, recipe, overrides)
+        backbone = build_backbone(options.random_init, params)
+        info = {"source": "random-init", "backbone": options.random_init}
+        return _frozen(backbone, params, f"random-{options.random_init}", Path("eval"), info)
+    assert options.path is not None  # guaranteed by ModelOptions' validator
+    path = Path(options.path).expanduser()
+    if path.is_dir():
+        return _from_run_dir(path, options.epoch, options.recipe, overrides)
+    if options.epoch is not None:
+        raise UserError(f"--epoch needs a run directory; {str(path)!r} is a file")
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} does not exist; give a run directory or a checkpoint file")
+    run_dir = _enclosing_run_dir(path)
+    recipe = _optional_path(options.recipe) or (run_dir / RECIPE_FILE if run_dir else None)
+    tag = path.name.split(".")[0]
+    return _from_checkpoint(path, recipe, overrides, tag, (run_dir or path.parent) / "eval")
+
+
+# ------------------------------------------------------------------------ sources
+
+
+def _from_run_dir(
+    path: Path, epoch: int | None, recipe: str | None, overrides: list[str]
+) -> EvalModel:
+    if not (path / RECIPE_FILE).is_file():
+        raise UserError(
+            f"{str(path)!r} is not a dcframe run directory (no {RECIPE_FILE}); give a run "
+            "directory or a checkpoint file"
+        )
+    if recipe is not None:
+        raise UserError(f"--recipe: the run directory {str(path)!r} has its own {RECIPE_FILE}")
+    if epoch is None:
+        file, tag = path / LATEST_CHECKPOINT, "latest"
+    else:
+        file, tag = path / "checkpoints" / f"epoch_{epoch:04d}.pt", f"epoch_{epoch:04d}"
+    if not file.is_file():
+        kept = sorted(p.stem.removeprefix("epoch_") for p in path.glob("checkpoints/epoch_*.pt"))
+        raise UserError(
+            f"{str(file)!r} does not exist; epochs kept in this run: {', '.join(kept) or 'none'} "
+            "(set run.checkpoint_every to keep more)"
+        )
+    return _from_checkpoint(file, path / RECIPE_FILE, overrides, tag, path / "eval")
+
+
+def _from_checkpoint(
+    file: Path, recipe: Path | None, overrides: list[str], tag: str, output_dir: Path
+) -> EvalModel:
+    checkpoint = read_checkpoint(file)
+    info: dict[str, Any] = {"file": str(file), "recipe": str(recipe) if recipe else None}
+    if isinstance(checkpoint, dict) and {"model", "backbone"} <= checkpoint.keys():
+        name = str(checkpoint["backbone"])
+        params = backbone_params(name, recipe, overrides)
+        backbone = build_backbone(name, params)
+        weights = {
+            k: v for k, v in checkpoint["model"].items() if not k.startswith(TOP_LAYER_PREFIX)
+        }
+        load_weights(backbone, weights, file)
+        info |= {"source": "dcframe", "backbone": name, "epoch": checkpoint.get("epoch")}
+    elif isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        backbone, params = load_official(checkpoint, recipe, overrides, file)
+        arch = checkpoint["arch"]
+        info |= {"source": "official", "backbone": arch, "epoch": checkpoint.get("epoch")}
+    else:
+        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint)
+        raise UserError(
+            f"{file}: not a dcframe checkpoint (keys model, backbone) nor an official DeepCluster "
+            f"one (keys state_dict, arch); found {found}"
+        )
+    return _frozen(backbone, params, tag, output_dir, info)
+
+
+def _frozen(
+    backbone: Backbone, params: Params, tag: str, output_dir: Path, info: dict[str, Any]
+) -> EvalModel:
+    backbone.top_layer = None
+    backbone.eval().requires_grad_(False)
+    info = info | {"params": params.model_dump(mode="json")}
+    return EvalModel(backbone, tag, output_dir, info)
+
+
+def _optional_path(text: str | None) -> Path | None:
+    return None if text is None else Path(text).expanduser()
+
+
+def _enclosing_run_dir(file: Path) -> Path | None:
+    """The run directory holding ``file`` (``checkpoint.pt`` or ``checkpoints/epoch_*.pt``)."""
+    for folder in (file.parent, file.parent.parent):
+        if (folder / RECIPE_FILE).is_file():
+            return folder
+    return None
+
+
+# ------------------------------------------------------------------ architecture
+
+
+def backbone_params(
+    name: str, recipe: Path | None, overrides: list[str], inferred: dict[str, Any] | None = None
+) -> Params:
+    """The validated parameters of backbone ``name``.
+
+    Sources, later ones winning: the backbone's defaults, ``inferred`` (what a checkpoint
+    reveals, e.g. Sobel input), the ``[backbone]`` table of ``recipe``, ``overrides``.
+
+    Raises:
+        UserError: unknown backbone (lists the available ones), a recipe for another
+            backbone, an override outside ``backbone.``, or invalid values.
+    """
+    registries.backbones.get(name)  # an unknown name fails here, listing what exists
+    raw: dict[str, Any] = {"backbone": {**(inferred or {}), "name": name}}
+    if recipe is not None:
+        table = _recipe_backbone_table(recipe)
+        if table.get("name", name) != name:
+            raise UserError(
+                f"{recipe}: [backbone] is {table['name']!r} but the weights are a {name!r}; "
+                "give the recipe the weights were trained with"
+            )
+        raw["backbone"] |= table
+    for override in overrides:
+        if not override.startswith("backbone."):
+            raise UserError(f"--set {override!r}: only backbone.KEY=VALUE can be set here")
+        apply_override(raw, override)
+    values = raw["backbone"]
+    if values.pop("name") != name:
+        raise UserError(f"--set: backbone.name cannot be changed here (it is {name!r})")
+    model = registries.backbones.get(name).params_model
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = "\n  ".join(
+            f"backbone.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+        )
+        raise UserError(f"invalid {name} architecture:\n  {problems}") from None
+
+
+def _recipe_backbone_table(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"recipe {str(path)!r} not found; pass the path to a .toml recipe")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from error
+    table = raw.get("backbone")
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: no [backbone] table to take the architecture from")
+    return table
+
+
+def build_backbone(name: str, params: Params) -> Backbone:
+    # ``params`` was validated by this backbone's own Params model (a BackboneParams).
+    return registries.backbones.get(name).cls(cast(BackboneParams, params))
+
+
+# ----------------------------------------------------------------------- weights
+
+
+def read_checkpoint(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers, on the CPU.
+
+    Raises:
+        UserError: the file needs arbitrary unpickling (refused, with how to convert it),
+            or is not a PyTorch file at all.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(
+            f"{path}: the file holds Python objects beyond tensors and plain containers "
+            f"({_unpickling_reason(str(error))}); loading it needs arbitrary unpickling, which "
+            "can run any code, so dcframe refuses it. If you trust the file, convert it once "
+            "to plain tensors:\n"
+            f"  python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            "torch.save({k: c[k] for k in ('state_dict', 'arch', 'epoch') if k in c}, "
+            "'converted.pth.tar')\"\n"
+            "(for a dcframe checkpoint keep the keys model, backbone, k, epoch instead)"
+        ) from error
+    except Exception as error:  # any other failure means a damaged or foreign file
+        raise UserError(
+            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _unpickling_reason(message: str) -> str:
+    """The line of torch's long weights-only message that names the refused object."""
+    for line in message.splitlines():
+        if "Unsupported global" in line:
+            return line.strip().removeprefix("WeightsUnpickler error: ").split(" was not")[0]
+    return "objects the weights-only unpickler does not allow"
+
+
+def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``state`` into ``backbone``, every key and shape checked first.
+
+    BatchNorm ``num_batches_tracked`` counters missing from ``state`` keep the model's value:
+    checkpoints written before PyTorch 0.4.1 have none, and eval mode never reads them.
+
+    Raises:
+        UserError: missing or unexpected keys, or shape mismatches, all listed, with how to
+            give the architecture the weights were trained with.
+    """
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+            if keys
+        ]
+        raise UserError(
+            f"{source}: the weights do not fit this {type(backbone).__name__} ("
+            + "; ".join(parts)
+            + "); give the architecture they were trained with: --recipe RECIPE or "
+            "--set backbone.KEY=VALUE (width, fc_dim, small_input, sobel)"
+        )
+    backbone.load_state_dict({**expected, **state})
+
+
+# ------------------------------------------------------------- official release
+
+
+def official_layout(arch: object, source: Path) -> OfficialLayout:
+    """The layout of an official ``arch``; anything else is refused, listing what is valid."""
+    if not isinstance(arch, str) or arch not in OFFICIAL_LAYOUTS:
+        raise UserError(
+            f"{source}: official DeepCluster checkpoint for architecture {arch!r}; dcframe maps "
+            f"the released ones only: {', '.join(OFFICIAL_LAYOUTS)}"
+        )
+    return OFFICIAL_LAYOUTS[arch]
+
+
+def strip_module(key: str) -> str:
+    """Drop the ``module.`` levels DataParallel adds (``features.module.0.weight``,
+    ``module.features.0.weight`` -> ``features.0.weight``)."""
+    return ".".join(part for part in key.split(".") if part != "module")
+
+
+def _positions(sequence: nn.Module, kind: type[nn.Module]) -> list[int]:
+    return [i for i, m in enumerate(sequence.children()) if isinstance(m, kind)]
+
+
+def official_key_map(arch: str, backbone: ConvFcBackbone) -> dict[str, str]:
+    """Official state-dict key (``module.`` stripped) -> dcframe key, for every tensor.
+
+    The official positions are the constants of :data:`OFFICIAL_LAYOUTS`; dcframe's are read
+    from the built ``backbone`` (its n-th conv, the BatchNorm right after it, its fc6/fc7),
+    so the two layouts are matched layer by layer rather than assumed equal. Sobel keys
+    are included when the backbone has a Sobel input; ``top_layer.*`` always.
+    """
+    layout = OFFICIAL_LAYOUTS[arch]
+    features, classifier = backbone.features, backbone.classifier
+    convs = _positions(features, nn.Conv2d)
+    fcs = _positions(classifier, nn.Linear)
+    if len(convs) != len(layout.convs) or len(fcs) != len(layout.fcs):
+        raise UserError(
+            f"{type(backbone).__name__} does not have the layers of the official {arch}"
+        )
+    mapping: dict[str, str] = {}
+    for theirs, ours in zip(layout.convs, convs, strict=True):
+        if not isinstance(features[ours + 1], nn.BatchNorm2d):
+            raise UserError(f"{type(backbone).__name__}: no BatchNorm after conv features.{ours}")
+        mapping |= {f"features.{theirs}.{p}": f"features.{ours}.{p}" for p in ("weight", "bias")}
+        mapping |= {f"features.{theirs + 1}.{p}": f"features.{ours + 1}.{p}" for p in BN_KEYS}
+    for theirs, ours in zip(layout.fcs, fcs, strict=True):
+        mapping |= {
+            f"classifier.{theirs}.{p}": f"classifier.{ours}.{p}" for p in ("weight", "bias")
+        }
+    if any(k.startswith("sobel.") for k in backbone.state_dict()):
+        mapping |= {f"sobel.{k}": f"sobel.{k}" for k in SOBEL_KEYS}
+    mapping |= {f"{TOP_LAYER_PREFIX}{p}": f"{TOP_LAYER_PREFIX}{p}" for p in ("weight", "bias")}
+    return mapping
+
+
+def map_official_state_dict(
+    state_dict: dict[str, torch.Tensor], arch: str, backbone: ConvFcBackbone, keep_top_layer: bool
+) -> dict[str, torch.Tensor]:
+    """An official ``state_dict`` renamed to ``backbone``'s keys (see :func:`official_key_map`).
+
+    Raises:
+        UserError: keys the mapping does not know, or mapped keys the checkpoint lacks
+            (``num_batches_tracked`` excepted): the checkpoint is not the ``arch`` it claims
+            (or its Sobel input differs from the architecture asked for).
+    """
+    state = {strip_module(k): v for k, v in state_dict.items()}
+    mapping = official_key_map(arch, backbone)
+    if not keep_top_layer:
+        state = {k: v for k, v in state.items() if not k.startswith(TOP_LAYER_PREFIX)}
+        mapping = {k: v for k, v in mapping.items() if not k.startswith(TOP_LAYER_PREFIX)}
+    unexpected = sorted(k for k in state if k not in mapping)
+    missing = sorted(k for k in mapping if k not in state and not k.endswith("num_batches_tracked"))
+    if unexpected or missing:
+        raise UserError(
+            f"the checkpoint says arch {arch!r} but its state_dict does not have the official "
+            f"{arch} layout (sobel={'sobel.0.weight' in mapping}): missing {missing[:8]}, "
+            f"unexpected {unexpected[:8]}; is it a checkpoint of another architecture?"
+        )
+    return {mapping[k]: v for k, v in state.items()}
+
+
+def load_official(
+    checkpoint: dict[str, Any],
+    recipe: Path | None,
+    overrides: list[str],
+    source: Path,
+    keep_top_layer: bool = False,
+) -> tuple[Backbone, Params]:
+    """A dcframe backbone carrying the weights of an official DeepCluster checkpoint.
+
+    Args:
+        checkpoint: The loaded file: ``state_dict`` and ``arch`` ('alexnet' or 'vgg16').
+        recipe: Architecture source; without one, the paper's full-size architecture with
+            Sobel input exactly when the checkpoint has ``sobel.*`` weights.
+        overrides: ``backbone.KEY=VALUE`` changes applied last.
+        source: The file, for messages.
+        keep_top_layer: Also load ``top_layer.*`` into a top layer of the checkpoint's
+            width (evaluation drops it).
+
+    Returns:
+        The backbone with the weights loaded, and its parameters.
+    """
+    layout = official_layout(checkpoint.get("arch"), source)
+    state = checkpoint["state_dict"]
+    has_sobel = any(strip_module(k).startswith("sobel.") for k in state)
+    params = backbone_params(layout.backbone, recipe, overrides, inferred={"sobel": has_sobel})
+    backbone = build_backbone(layout.backbone, params)
+    if not isinstance(backbone, ConvFcBackbone):
+        raise UserError(f"backbone {layout.backbone!r} is not dcframe's conv + fc layout")
+    mapped = map_official_state_dict(state, layout.backbone, backbone, keep_top_layer)
+    if keep_top_layer:
+        backbone.reset_top_layer(mapped[f"{TOP_LAYER_PREFIX}weight"].shape[0])
+    load_weights(backbone, mapped, source)
+    return backbone, params

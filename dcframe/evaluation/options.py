@@ -1,0 +1,195 @@
+"""The options of ``dcframe eval``, one strict pydantic model per concern.
+
+Every command-line option of ``dcframe eval`` is a field of one of these models (the CLI
+takes its defaults and help texts from them), so the bounds are checked in one place and
+the JSON result file records exactly the validated values:
+
+* :class:`ModelOptions`: what to evaluate (run directory, checkpoint, random init).
+* :class:`DataOptions`: the labelled train/validation images.
+* :class:`RunOptions`: device, batch size, workers, seed, output folder.
+* :class:`LinearProbeOptions`, :class:`KnnOptions`, :class:`ClusterOptions`: one per command.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dcframe.params import Params
+
+#: Name of the clustering feature (fc7 before its ReLU for AlexNet/VGG) among the layers.
+EMBED = "embed"
+
+Layers = tuple[str, ...]
+
+
+class ModelOptions(Params):
+    """What to evaluate: a trained run or checkpoint, or a freshly initialised backbone."""
+
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="Run directory, dcframe checkpoint file, or official DeepCluster "
+        "checkpoint.pth.tar.",
+    )
+    random_init: str | None = Field(
+        None,
+        min_length=1,
+        description="Evaluate a freshly initialised backbone of this name (the random-init "
+        "baseline) instead of trained weights.",
+    )
+    epoch: int | None = Field(
+        None,
+        ge=0,
+        description="With a run directory: evaluate checkpoints/epoch_NNNN.pt instead of the "
+        "latest checkpoint.pt.",
+    )
+    recipe: str | None = Field(
+        None,
+        min_length=1,
+        description="Recipe file whose backbone table gives the architecture (its other "
+        "tables are ignored); not needed for a run directory, which has its own.",
+    )
+    overrides: tuple[str, ...] = Field(
+        (),
+        description="backbone.KEY=VALUE changes applied to the architecture last "
+        "(e.g. backbone.small_input=true).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelOptions:
+        if (self.path is None) == (self.random_init is None):
+            raise ValueError(
+                "give exactly one thing to evaluate: a RUN_DIR_OR_CHECKPOINT argument "
+                "or --random-init BACKBONE"
+            )
+        if self.epoch is not None and self.path is None:
+            raise ValueError("--epoch picks a checkpoint of a run directory; drop it")
+        return self
+
+
+class DataOptions(Params):
+    """The labelled images: a train split (probe / kNN memory) and a validation split."""
+
+    dataset: Literal["sklearn-digits", "imagefolder"] = Field(
+        description="'sklearn-digits': the embedded digits with their fixed split (train 1,437 "
+        "/ test 360); 'imagefolder': class sub-folders under train_dir and val_dir."
+    )
+    train_dir: str | None = Field(
+        None, min_length=1, description="imagefolder: training images, one sub-folder per class."
+    )
+    val_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="imagefolder: validation images, with the same class sub-folders.",
+    )
+    limit_train: int | None = Field(
+        None,
+        ge=1,
+        description="Use a fixed stratified subset of this many training images (all if unset).",
+    )
+    limit_val: int | None = Field(
+        None,
+        ge=1,
+        description="Use a fixed stratified subset of this many validation images (all if unset).",
+    )
+
+    @model_validator(mode="after")
+    def _folders_match_dataset(self) -> DataOptions:
+        has_dirs = (self.train_dir is not None, self.val_dir is not None)
+        if self.dataset == "imagefolder" and not all(has_dirs):
+            raise ValueError("image folders need both --train-dir and --val-dir")
+        if self.dataset != "imagefolder" and any(has_dirs):
+            raise ValueError(f"--data {self.dataset} has its own split; drop --train-dir/--val-dir")
+        return self
+
+
+class RunOptions(Params):
+    """Where and how the evaluation runs, and where its results go."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses CUDA when PyTorch sees a GPU, else the CPU."
+    )
+    batch_size: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="Images per batch for feature extraction and probe training (paper: 256).",
+    )
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the random init, the probe heads, the shuffling, the subsets "
+        "and k-means.",
+    )
+    output: str | None = Field(
+        None,
+        min_length=1,
+        description="Folder of the results JSON (default: eval/ in the run directory, next to "
+        "a checkpoint, or in the current folder for --random-init).",
+    )
+    quiet: bool = Field(False, description="No progress bars or per-epoch lines.")
+
+
+class LinearProbeOptions(Params):
+    """The paper's linear probe: one linear classifier per frozen layer."""
+
+    layers: Layers | None = Field(
+        None,
+        min_length=1,
+        description="Layers to probe, e.g. conv1..conv5 or 'embed' (default: every conv tap).",
+    )
+    epochs: int = Field(
+        90, ge=1, le=10_000, description="Passes over the training set (paper: 90)."
+    )
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="Initial learning rate lr0 (paper: 0.01).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (paper: 0.9).")
+    weight_decay: float = Field(
+        1e-4,
+        ge=0.0,
+        le=1.0,
+        description="SGD weight decay, also in the decay lr0 / sqrt(1 + lr0*wd*t) (paper: 1e-4).",
+    )
+    mode: Literal["cached", "augment"] = Field(
+        "cached",
+        description="'cached': training features computed once without augmentation and kept "
+        "in memory (cheap); 'augment': the paper's random crops and flips, a trunk pass per batch.",
+    )
+    ten_crop: bool = Field(
+        False, description="Validate on 10 crops (corners, centre, flipped) averaging the softmax."
+    )
+
+
+class KnnOptions(Params):
+    """Weighted k-nearest-neighbour classification on cosine similarity."""
+
+    layers: Layers = Field(
+        (EMBED,), min_length=1, description="Layers whose features are classified."
+    )
+    k: int = Field(20, ge=1, le=10_000, description="Neighbours that vote (common benchmark: 20).")
+    temperature: float = Field(
+        0.07, gt=0.0, le=100.0, description="A neighbour votes exp(similarity / temperature)."
+    )
+
+
+class ClusterOptions(Params):
+    """k-means on frozen features, scored against the true classes."""
+
+    layers: Layers = Field(
+        (EMBED,), min_length=1, description="Layers whose features are clustered."
+    )
+    k: int | None = Field(
+        None, ge=2, description="Number of clusters (default: the number of classes)."
+    )
+    pca_dim: int = Field(
+        256,
+        ge=0,
+        description="PCA-whiten to this many dims before L2 + k-means, as DeepCluster does "
+        "(capped by the feature width and image count; 0: L2 only).",
+    )
+    split: Literal["train", "val", "all"] = Field(
+        "all", description="Which images are clustered: train, val, or both together."
+    )
