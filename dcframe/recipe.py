@@ -142,16 +142,25 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Any:
         UserError: the file is missing or is not TOML.
         RecipeError: every validation problem, as ``path.to.field: message`` lines.
     """
+    raw = read_toml(path)
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate(raw, source=str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The raw tables of a recipe file, before validation.
+
+    Raises:
+        UserError: the file is missing or is not TOML.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe {str(path)!r} not found; pass the path to a .toml recipe")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from error
-    for override in overrides or []:
-        apply_override(raw, override)
-    return validate(raw, source=str(path))
 
 
 def validate(raw: dict[str, Any], source: str = "recipe") -> Any:

@@ -22,7 +22,6 @@ that needs arbitrary unpickling is refused.
 from __future__ import annotations
 
 import pickle
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -37,7 +36,7 @@ from dcframe.errors import UserError
 from dcframe.evaluation.options import ModelOptions
 from dcframe.interfaces import Backbone, BackboneParams
 from dcframe.params import Params
-from dcframe.recipe import apply_override
+from dcframe.recipe import apply_override, read_toml
 
 RECIPE_FILE = "recipe.toml"
 LATEST_CHECKPOINT = "checkpoint.pt"
@@ -232,13 +231,7 @@ def backbone_params(
 
 
 def _recipe_backbone_table(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"recipe {str(path)!r} not found; pass the path to a .toml recipe")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML: {error}") from error
-    table = raw.get("backbone")
+    table = read_toml(path).get("backbone")
     if not isinstance(table, dict):
         raise UserError(f"{path}: no [backbone] table to take the architecture from")
     return table
