@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from dcframe.errors import UserError
+from dcframe.clustering import check_device, check_k, float32_rows, import_faiss
 from dcframe.interfaces import Clusterer, ClustererParams, Clustering
 from dcframe.params import Params
 
@@ -22,52 +22,6 @@ from dcframe.params import Params
 # random_state must fit in 32 unsigned bits.
 _FAISS_SEED_MODULUS = 2**31
 _SKLEARN_SEED_MODULUS = 2**32
-
-
-def import_faiss() -> ModuleType:
-    """The ``faiss`` module, or a :class:`UserError` saying how to install it.
-
-    faiss is an optional dependency (``dcframe[cpu]`` or ``dcframe[gpu]``), so it is imported
-    only when a faiss-backed component runs; the scikit-learn path works without it.
-    """
-    try:
-        return importlib.import_module("faiss")
-    except ImportError as exc:
-        raise UserError(
-            "faiss is not installed: pip install 'dcframe[cpu]' (or 'dcframe[gpu]' for CUDA), "
-            "or use the sklearn-kmeans clusterer"
-        ) from exc
-
-
-def float32_rows(x: np.ndarray) -> np.ndarray:
-    """``x`` as a C-contiguous float32 matrix (what faiss requires), copying only if needed."""
-    rows = np.ascontiguousarray(x, dtype=np.float32)
-    if rows.ndim != 2:
-        raise ValueError(f"expected a 2-D matrix of feature rows, got shape {rows.shape}")
-    return rows
-
-
-def check_k(k: int, num_rows: int) -> None:
-    """Refuse a k-means request with more clusters than rows.
-
-    Raises:
-        UserError: ``k`` exceeds ``num_rows``; the message names ``clusterer.k`` and the fix.
-    """
-    if k > num_rows:
-        raise UserError(
-            f"clusterer.k: {k} is larger than the number of images ({num_rows}); k-means needs "
-            f"at least one image per cluster: set clusterer.k <= {num_rows} or use more images"
-        )
-
-
-def check_device(clusterer: type[Clusterer], device: str) -> None:
-    """Refuse a device the clusterer cannot use on this machine."""
-    available = clusterer.available_devices()
-    if device not in available:
-        raise UserError(
-            f"{clusterer.__name__} cannot run on {device!r} here; "
-            f"available devices: {', '.join(available)}"
-        )
 
 
 class FaissKMeansParams(ClustererParams):

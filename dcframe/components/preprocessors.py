@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from dcframe.components.clusterers import float32_rows, import_faiss
+from dcframe.clustering import float32_rows, import_faiss
 from dcframe.errors import UserError
 from dcframe.interfaces import Preprocessor
 from dcframe.params import Params
