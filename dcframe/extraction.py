@@ -123,8 +123,13 @@ def extract_features(
     for step in chain:
         wanted = step.fit_sample_size(n)
         if wanted:
-            step.fit(fitted[sample_rng.permutation(len(fitted))[:wanted]])
-        fitted = step.transform(fitted)
+            # Fancy indexing copies: only subsample when the step wants fewer rows.
+            fit_on = fitted
+            if wanted < len(fitted):
+                fit_on = fitted[sample_rng.choice(len(fitted), wanted, replace=False)]
+            step.fit(fit_on)
+            del fit_on
+        fitted = _transform_in_blocks(step, fitted)
 
     out_dim = fitted.shape[1] if len(sample) else _output_dim(chain, backbone.feature_dim)
     out = np.empty((n, out_dim), dtype=np.float32)
@@ -132,6 +137,15 @@ def extract_features(
     del fitted
     for index, features in embed(rest, description="extract"):
         out[index] = _apply(chain, features)
+    return out
+
+
+def _transform_in_blocks(step: Preprocessor, x: np.ndarray, block_rows: int = 16384) -> np.ndarray:
+    """``step.transform(x)`` block by block, so the step's temporaries (a centred copy for
+    PCA) stay the size of a block instead of the size of the whole sample."""
+    out = np.empty((len(x), step.output_dim(x.shape[1])), dtype=np.float32)
+    for start in range(0, len(x), block_rows):
+        out[start : start + block_rows] = step.transform(x[start : start + block_rows])
     return out
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install dcframe with its test tools into .venv (created if missing) and run every check.
-# This is THE test command: the README gives it and .ci/run calls it.
+# Install dcframe, its plugins and the test tools into .venv (created if missing), then run
+# every check. This is THE test command: the README gives it and .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,12 +9,21 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[cpu,dev]"
+python -m pip install --quiet -e ".[cpu,dev]" \
+  -e "plugins/dcframe-torch-kmeans[test]"
 
 echo "== lint (ruff)"
 ruff check .
 ruff format --check .
 echo "== types (mypy)"
 mypy dcframe
-echo "== tests (pytest)"
+echo "== tests (pytest): dcframe, then each plugin's own suite"
 python -m pytest -q
+for plugin in plugins/*/; do
+  python -m pytest -q "$plugin"
+done
+echo "== a short recipe with the torch-kmeans plugin, end to end"
+scratch=$(mktemp -d)
+dcframe run plugins/dcframe-torch-kmeans/examples/digits.toml --quiet --set "run.output_dir=\"$scratch\""
+rm -rf "$scratch"
+echo "all checks passed"
