@@ -38,6 +38,7 @@ _STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE = 1, 2, 3
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    """The generator of one random choice (``stream``) of one epoch, derived from the seed."""
     return np.random.default_rng([seed, epoch, stream])
 
 
@@ -153,6 +154,7 @@ class Trainer:
 
     @classmethod
     def create(cls, recipe: Any, backbone: Backbone, devices: Devices) -> Trainer:
+        """Move the net to its device and build the body SGD, which lives for the whole run."""
         opt = recipe.optimizer
         backbone.to(devices.network)
         body = torch.optim.SGD(

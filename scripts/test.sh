@@ -9,8 +9,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[cpu,dev]" \
+python -m pip install --quiet -e ".[cpu,dev,docs]" \
   -e "plugins/dcframe-torch-kmeans[test]"
+# The docs test opens the built site in headless Chromium (Debian's package); without root or
+# apt it skips, saying why.
+if ! command -v chromium >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+    || echo "chromium could not be installed: the browser test will skip"
+fi
 
 echo "== lint (ruff)"
 ruff check .
