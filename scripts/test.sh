@@ -10,7 +10,7 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[cpu,dev,docs]" \
-  -e "plugins/dcframe-torch-kmeans[test]"
+  -e "plugins/dcframe-torch-kmeans[test]" -e "plugins/dcframe-timm[test]"
 # The docs test opens the built site in headless Chromium (Debian's package); without root or
 # apt it skips, saying why.
 if ! command -v chromium >/dev/null; then
