@@ -52,7 +52,10 @@ def test_recipe_check_show_and_usage_errors() -> None:
     missing = invoke("recipe", "check", "no-such-recipe.toml")
     assert missing.code == 2 and "not found" in missing.stderr
     usage = invoke("recipe", "check", QUICKSTART, "--no-such-option")
-    assert usage.code == 2
+    assert usage.code == 2 and "--no-such-option" in usage.stderr
+    debug = invoke("--debug", "recipe", "check", "no-such-recipe.toml")
+    assert debug.code == 2 and "Traceback" in debug.stderr and "not found" in debug.stderr
+    assert "Traceback" not in invoke("recipe", "check", "no-such-recipe.toml").stderr
 
 
 def test_plugin_shows_up_everywhere(plugin_path: Path) -> None:

@@ -58,6 +58,7 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (0, 1 or 2)."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _options["debug"] = False  # set by the root callback, once the arguments parse
     try:
         result = app(args=argv, prog_name="dcframe", standalone_mode=False)
     except typer.Exit as stop:
