@@ -29,7 +29,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
     def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
         """Yield ``items`` while a progress bar counts them."""
