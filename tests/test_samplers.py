@@ -8,6 +8,7 @@ import pytest
 from dcframe.components.samplers import (
     RandomSampler,
     SamplerParams,
+    UniformClusterParams,
     UniformClusterSampler,
     epoch_size,
 )
@@ -26,8 +27,10 @@ def _counts(assignments: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.bincount(assignments[indices], minlength=K)
 
 
-def _uniform(reassign: float = 1.0) -> UniformClusterSampler:
-    return UniformClusterSampler(SamplerParams(reassign=reassign))
+def _uniform(reassign: float = 1.0, quirk: bool = False) -> UniformClusterSampler:
+    return UniformClusterSampler(
+        UniformClusterParams(reassign=reassign, released_code_indexing=quirk)
+    )
 
 
 def _random(reassign: float = 1.0) -> RandomSampler:
@@ -134,3 +137,14 @@ def test_half_reassign_halves_the_epoch(make) -> None:
 def test_empty_assignments_are_refused(make) -> None:
     with pytest.raises(ValueError, match="non-empty 1-D"):
         make().sample(np.array([], dtype=np.int64), np.random.default_rng(0))
+
+
+def test_released_code_indexing_undoes_the_balance() -> None:
+    assignments = _imbalanced()
+    rng = np.random.default_rng(4)
+    balanced = _counts(assignments, _uniform().sample(assignments, rng))
+    quirk = _counts(assignments, _uniform(quirk=True).sample(assignments, rng))
+    share = quirk[2] / quirk.sum()
+    assert balanced[2] / balanced.sum() < 0.26  # a quarter: four non-empty clusters
+    assert 0.8 < share < 0.98  # near the cluster's 90% share of the images, as in the release
+    assert quirk[[0, 1, 3, 4, 6, 8]].sum() == 0  # still never an empty cluster

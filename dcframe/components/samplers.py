@@ -38,6 +38,16 @@ def _check_assignments(assignments: np.ndarray) -> np.ndarray:
     return labels
 
 
+class UniformClusterParams(SamplerParams):
+    """Parameters of :class:`UniformClusterSampler`."""
+
+    released_code_indexing: bool = Field(
+        False,
+        description="Reproduce the released code's bug: use the drawn indices as positions in "
+        "the images re-ordered cluster by cluster (undoes the balancing; ablations only).",
+    )
+
+
 class UniformClusterSampler(Sampler):
     """Uniform over clusters: every non-empty cluster gets the same share of the epoch (paper).
 
@@ -55,12 +65,13 @@ class UniformClusterSampler(Sampler):
 
     The released DeepCluster code draws dataset indices this way but then indexes a dataset
     re-ordered cluster by cluster with them, which silently makes the per-cluster draws
-    proportional to cluster size again. That quirk is not reproduced: the indices returned
-    here are dataset indices and are meant to be used as such.
+    proportional to cluster size again. That quirk is not reproduced by default: the indices
+    returned here are dataset indices and are meant to be used as such. Setting
+    ``released_code_indexing`` reproduces it, for comparisons with the released code.
     """
 
-    Params: ClassVar[type[Params]] = SamplerParams
-    params: SamplerParams
+    Params: ClassVar[type[Params]] = UniformClusterParams
+    params: UniformClusterParams
 
     def sample(self, assignments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         labels = _check_assignments(assignments)
@@ -74,7 +85,11 @@ class UniformClusterSampler(Sampler):
             rng.choice(images, per_cluster, replace=images.size <= per_cluster)
             for images in members
         ]
-        return rng.permutation(np.concatenate(draws))[:num_samples].astype(np.int64)
+        chosen = rng.permutation(np.concatenate(draws))[:num_samples].astype(np.int64)
+        if self.params.released_code_indexing:
+            # Position p of the cluster-by-cluster re-ordered dataset holds image by_cluster[p].
+            return by_cluster[chosen].astype(np.int64)
+        return chosen
 
 
 class RandomSampler(Sampler):
