@@ -128,27 +128,12 @@ class _Session:
     runtime: Runtime
 
 
-def _start(
-    *,
-    source: Path | None,
-    random_init: str | None,
-    epoch: int | None,
-    recipe: Path | None,
-    overrides: list[str] | None,
-    data: str | None,
-    train_dir: Path | None,
-    val_dir: Path | None,
-    limit_train: int | None,
-    limit_val: int | None,
-    device: str,
-    batch_size: int,
-    workers: int,
-    seed: int,
-    output: Path | None,
-    quiet: bool,
-    layers: tuple[str, ...] | None,
-) -> _Session:
-    """Validate the common options, load the model, check the layers, then the data."""
+def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
+    """Validate the common options, load the model, check the layers, then the data.
+
+    The options every command shares (see the signatures below) are read from the command's
+    own parsed parameters, ``ctx.params``, so each command passes only its ``layers``.
+    """
     import torch
 
     from dcframe.evaluation.data import load_data
@@ -156,34 +141,35 @@ def _start(
     from dcframe.evaluation.models import load_model
     from dcframe.evaluation.runtime import Runtime
 
+    given = ctx.params
+
+    def path_or_none(name: str) -> str | None:
+        return None if given[name] is None else str(given[name])
+
     model_options = _validated(
         ModelOptions,
-        path=None if source is None else str(source),
-        random_init=random_init,
-        epoch=epoch,
-        recipe=None if recipe is None else str(recipe),
-        overrides=tuple(overrides or ()),
+        path=path_or_none("source"),
+        random_init=given["random_init"],
+        epoch=given["epoch"],
+        recipe=path_or_none("recipe"),
+        overrides=tuple(given["overrides"] or ()),
     )
-    if data is None and train_dir is None and val_dir is None:
+    if given["data"] is None and given["train_dir"] is None and given["val_dir"] is None:
         raise UserError(
             "choose the labelled data: --data sklearn-digits, or --train-dir DIR --val-dir DIR"
         )
     data_options = _validated(
         DataOptions,
-        dataset=data or "imagefolder",
-        train_dir=None if train_dir is None else str(train_dir),
-        val_dir=None if val_dir is None else str(val_dir),
-        limit_train=limit_train,
-        limit_val=limit_val,
+        dataset=given["data"] or "imagefolder",
+        train_dir=path_or_none("train_dir"),
+        val_dir=path_or_none("val_dir"),
+        limit_train=given["limit_train"],
+        limit_val=given["limit_val"],
     )
     run_options = _validated(
         RunOptions,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-        output=None if output is None else str(output),
-        quiet=quiet,
+        **{name: given[name] for name in ("device", "batch_size", "workers", "seed", "quiet")},
+        output=path_or_none("output"),
     )
     runtime = Runtime.from_options(run_options)
     torch.manual_seed(run_options.seed)  # the random init, the heads, the augmentations
@@ -261,6 +247,7 @@ def _percent(scores: dict[str, Any], key: str) -> str:
 
 @app.command("linear-probe")
 def linear_probe_cmd(
+    ctx: typer.Context,
     source: Source = None,
     random_init: RandomInit = None,
     epoch: Epoch = None,
@@ -314,25 +301,7 @@ def linear_probe_cmd(
         mode=mode,
         ten_crop=ten_crop,
     )
-    session = _start(
-        source=source,
-        random_init=random_init,
-        epoch=epoch,
-        recipe=recipe,
-        overrides=overrides,
-        data=data,
-        train_dir=train_dir,
-        val_dir=val_dir,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-        output=output,
-        quiet=quiet,
-        layers=options.layers,
-    )
+    session = _start(ctx, options.layers)
     reports = linear_probe(session.features, session.data, options, session.runtime)
     rows = [
         [
@@ -355,6 +324,7 @@ def linear_probe_cmd(
 
 @app.command("knn")
 def knn_cmd(
+    ctx: typer.Context,
     source: Source = None,
     random_init: RandomInit = None,
     epoch: Epoch = None,
@@ -384,25 +354,7 @@ def knn_cmd(
 
     started = time.perf_counter()
     options = _validated(KnnOptions, layers=_layers(layers), k=k, temperature=temperature)
-    session = _start(
-        source=source,
-        random_init=random_init,
-        epoch=epoch,
-        recipe=recipe,
-        overrides=overrides,
-        data=data,
-        train_dir=train_dir,
-        val_dir=val_dir,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-        output=output,
-        quiet=quiet,
-        layers=options.layers,
-    )
+    session = _start(ctx, options.layers)
     results = evaluate_knn(session.features, session.data, options, session.runtime)
     rows = [
         [name, str(r["dim"]), r["pooling"], _percent(r, "top1"), _percent(r, "top5")]
@@ -415,6 +367,7 @@ def knn_cmd(
 
 @app.command("clusters")
 def clusters_cmd(
+    ctx: typer.Context,
     source: Source = None,
     random_init: RandomInit = None,
     epoch: Epoch = None,
@@ -447,25 +400,7 @@ def clusters_cmd(
 
     started = time.perf_counter()
     options = _validated(ClusterOptions, layers=_layers(layers), k=k, pca_dim=pca_dim, split=split)
-    session = _start(
-        source=source,
-        random_init=random_init,
-        epoch=epoch,
-        recipe=recipe,
-        overrides=overrides,
-        data=data,
-        train_dir=train_dir,
-        val_dir=val_dir,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-        output=output,
-        quiet=quiet,
-        layers=options.layers,
-    )
+    session = _start(ctx, options.layers)
     results = evaluate_clusters(session.features, session.data, options, session.runtime)
     rows = [
         [
