@@ -28,3 +28,16 @@ class UnknownComponentError(UserError):
 
 class PluginLoadError(UserError):
     """A plugin that failed to import or registered something invalid, used by a recipe."""
+
+
+class BadImageError(UserError):
+    """An image file that cannot be decoded into an RGB picture.
+
+    Datasets raise it from ``image()``; the engine applies the recipe's bad-image policy
+    (``data.on_bad_image``): stop at once naming the file, or leave the image out.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read image {path!r} ({reason}); remove or replace the file")
