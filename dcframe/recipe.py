@@ -82,15 +82,49 @@ SECTION_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _component_union(registry: Registry[Any]) -> Any:
-    """Tagged union of every registered component's parameters, plus a literal ``name``."""
+class BadImagePolicy(Params):
+    """What the engine does with images that cannot be read; part of every ``[data]`` section.
+
+    dcframe owns these fields rather than each dataset, so plugin datasets get them too.
+    """
+
+    on_bad_image: Literal["fail", "skip"] = Field(
+        "fail",
+        description="fail: stop at the first unreadable image, naming it; skip: leave "
+        "unreadable images out of the epoch, list them in the run directory, stop when more "
+        "than max_bad_fraction are bad.",
+    )
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="With on_bad_image = 'skip': the largest fraction of the dataset that may "
+        "be unreadable before the run stops.",
+    )
+
+
+# Fields dcframe adds to every member of a component section's union, whatever its origin.
+SECTION_MIXINS: dict[str, type[Params]] = {"data": BadImagePolicy}
+
+
+def _component_union(registry: Registry[Any], mixin: type[Params] | None = None) -> Any:
+    """Tagged union of every registered component's parameters, plus a literal ``name``.
+
+    Args:
+        registry: The components to choose from.
+        mixin: Extra fields every member gets (after the component's own), e.g. the data
+            section's bad-image policy.
+    """
     members = []
     for entry in registry:
         tag: Any = Literal[entry.name]
+        # The mixin first: its fields win over a same-named component field (dcframe owns
+        # them), yet pydantic lists them after the component's own.
+        bases = (entry.params_model,) if mixin is None else (mixin, entry.params_model)
         members.append(
             create_model(
                 f"{registry.kind}:{entry.name}",
-                __base__=entry.params_model,
+                __base__=bases,
                 __doc__=entry.summary,
                 name=(tag, Field(description=f"{entry.summary} [{entry.origin}]")),
             )
@@ -119,7 +153,7 @@ def recipe_model() -> type[Params]:
         ),
     }
     for section, registry in COMPONENT_SECTIONS.items():
-        union = _component_union(registry)
+        union = _component_union(registry, SECTION_MIXINS.get(section))
         kind = f"Which {registry.kind} to use (key 'name') and its parameters."
         if section == "preprocess":
             union = list[union]  # type: ignore[valid-type]
@@ -300,9 +334,11 @@ def _valid_keys(parent_loc: tuple[int | str, ...], parent: Any) -> set[str]:
     section = str(parent_loc[0])
     if section in COMPONENT_SECTIONS and isinstance(parent, dict):
         registry = COMPONENT_SECTIONS[section]
+        mixin = SECTION_MIXINS.get(section)
+        common = {"name", *(mixin.model_fields if mixin else ())}
         if parent.get("name") in registry:
-            return {"name", *registry.get(parent["name"]).params_model.model_fields}
-        return {"name"}
+            return common | set(registry.get(parent["name"]).params_model.model_fields)
+        return common
     field = model.model_fields.get(section)
     annotation = field.annotation if field else None
     if isinstance(annotation, type) and issubclass(annotation, Params):
