@@ -21,7 +21,6 @@ that needs arbitrary unpickling is refused.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from dcframe import registries
+from dcframe.checkpoint_file import read_checkpoint
 from dcframe.components.backbones._common import ConvFcBackbone
 from dcframe.errors import UserError
 from dcframe.evaluation.options import ModelOptions
@@ -243,40 +243,6 @@ def build_backbone(name: str, params: Params) -> Backbone:
 
 
 # ----------------------------------------------------------------------- weights
-
-
-def read_checkpoint(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain containers, on the CPU.
-
-    Raises:
-        UserError: the file needs arbitrary unpickling (refused, with how to convert it),
-            or is not a PyTorch file at all.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(
-            f"{path}: the file holds Python objects beyond tensors and plain containers "
-            f"({_unpickling_reason(str(error))}); loading it needs arbitrary unpickling, which "
-            "can run any code, so dcframe refuses it. If you trust the file, convert it once "
-            "to plain tensors:\n"
-            f"  python -c \"import torch; c = torch.load('{path}', weights_only=False); "
-            "torch.save({k: c[k] for k in ('state_dict', 'arch', 'epoch') if k in c}, "
-            "'converted.pth.tar')\"\n"
-            "(for a dcframe checkpoint keep the keys model, backbone, k, epoch instead)"
-        ) from error
-    except Exception as error:  # any other failure means a damaged or foreign file
-        raise UserError(
-            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})"
-        ) from error
-
-
-def _unpickling_reason(message: str) -> str:
-    """The line of torch's long weights-only message that names the refused object."""
-    for line in message.splitlines():
-        if "Unsupported global" in line:
-            return line.strip().removeprefix("WeightsUnpickler error: ").split(" was not")[0]
-    return "objects the weights-only unpickler does not allow"
 
 
 def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
