@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import Field
 
 from dcframe.errors import UserError
+from dcframe.images import open_rgb
 from dcframe.interfaces import Dataset
 from dcframe.params import Params
 
@@ -21,15 +24,78 @@ def _is_image(entry: os.DirEntry[str]) -> bool:
     return entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
+def _sorted_entries(folder: str | Path) -> list[os.DirEntry[str]]:
     with os.scandir(folder) as it:
         return sorted(it, key=lambda e: e.name)
+
+
+def _os_problem(path: str, error: OSError) -> str:
+    """What went wrong reading ``path`` on the file system, and what to do about it."""
+    if error.errno == errno.ELOOP:
+        return (
+            f"data.root: {path!r} is a symbolic link loop (it leads back to itself); "
+            "fix or remove the link, or point data.root at the real folder"
+        )
+    if isinstance(error, PermissionError):
+        return (
+            f"data.root: permission denied reading {path!r}; give your user read access "
+            f"(e.g. chmod -R u+rX {path!r}) or point data.root elsewhere"
+        )
+    return (
+        f"data.root: cannot read {path!r} ({error.strerror or error}); check the folder, "
+        "or point data.root elsewhere"
+    )
+
+
+def _check_root(root: Path) -> None:
+    """Fail with a message that says what ``root`` is when it is not a readable folder."""
+    try:
+        info = root.stat()
+    except FileNotFoundError:
+        broken = " (a symbolic link to a missing target)" if root.is_symlink() else ""
+        raise UserError(
+            f"data.root: folder {str(root)!r} does not exist{broken}; point it at your "
+            "images, e.g. --set data.root=/path/to/imagenet/train"
+        ) from None
+    except OSError as error:
+        raise UserError(_os_problem(str(root), error)) from error
+    if not stat.S_ISDIR(info.st_mode):
+        what = "a file" if stat.S_ISREG(info.st_mode) else "a special file"
+        raise UserError(
+            f"data.root: {str(root)!r} is {what}, not a folder; "
+            "point data.root at the folder that holds the images"
+        )
+
+
+def _scan(root: Path) -> tuple[list[str], list[int], list[str] | None]:
+    """Image paths, their labels and the class names (None for a flat folder)."""
+    entries = _sorted_entries(root)
+    class_dirs = [e for e in entries if e.is_dir()]
+    loose = [e for e in entries if _is_image(e)]
+    if not class_dirs:
+        return [e.path for e in loose], [], None
+    if loose:
+        # Class folders and images side by side: the images have no label, and leaving
+        # them out would drop data without a word.
+        raise UserError(
+            f"data.root: {len(loose)} image(s) at the top of {str(root)!r} (e.g. "
+            f"{loose[0].name!r}) sit beside {len(class_dirs)} class folder(s) and would be "
+            "left out; move them into a class folder, or point data.root at a folder that "
+            "holds only class folders or only images"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = [e.path for e in _sorted_entries(class_dir.path) if _is_image(e)]
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, [e.name for e in class_dirs]
 
 
 class ImageFolderParams(Params):
     root: str = Field(
         description="Folder of images: either one sub-folder per class (labels feed the "
-        "metrics only) or a flat folder of images (unlabelled).",
+        "metrics only) or a flat folder of images (unlabelled), not both.",
         min_length=1,
     )
 
@@ -39,7 +105,9 @@ class ImageFolder(Dataset):
 
     Sub-folder names become class labels (sorted, as torchvision does); they are only used
     to measure NMI against the truth, never for training. Files are ordered by class then
-    name, so row ``i`` of every feature matrix is always the same image.
+    name, so row ``i`` of every feature matrix is always the same image. A folder with
+    both class sub-folders and images of its own is refused rather than half read.
+    Images decode to 8-bit RGB as :func:`dcframe.images.open_rgb` describes.
     """
 
     Params = ImageFolderParams
@@ -48,44 +116,25 @@ class ImageFolder(Dataset):
     def __init__(self, params: ImageFolderParams) -> None:
         super().__init__(params)
         root = Path(params.root).expanduser()
-        if not root.is_dir():
-            raise UserError(
-                f"data.root: folder {str(root)!r} does not exist; point it at your images, "
-                "e.g. --set data.root=/path/to/imagenet/train"
-            )
-        entries = _sorted_entries(root)
-        class_dirs = [e for e in entries if e.is_dir()]
-        paths: list[str] = []
-        labels: list[int] = []
-        if class_dirs:
-            self._class_names: list[str] | None = [e.name for e in class_dirs]
-            for label, class_dir in enumerate(class_dirs):
-                files = [e.path for e in _sorted_entries(Path(class_dir.path)) if _is_image(e)]
-                paths += files
-                labels += [label] * len(files)
-        else:
-            self._class_names = None
-            paths = [e.path for e in entries if _is_image(e)]
+        _check_root(root)
+        try:
+            paths, labels, self._class_names = _scan(root)
+        except OSError as error:  # a looping link or an unreadable class folder
+            raise UserError(_os_problem(str(error.filename or root), error)) from error
         if not paths:
             raise UserError(
                 f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} "
                 "or its class sub-folders"
             )
         self.paths = paths
-        self._labels = np.asarray(labels, dtype=np.int64) if class_dirs else None
+        self._labels = None if self._class_names is None else np.asarray(labels, np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def image(self, index: int) -> Image.Image:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as error:
-            raise UserError(
-                f"cannot read image {path!r} ({error}); remove or replace the file"
-            ) from error
+        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
+        return open_rgb(self.paths[index])
 
     @property
     def labels(self) -> np.ndarray | None:

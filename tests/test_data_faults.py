@@ -1,0 +1,154 @@
+"""Issue 9, findings 10 to 12: hostile image files and folder layouts give clear errors.
+
+Each test is named after the finding it proves; the data is a few tiny images in tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcframe.components.datasets import ImageFolder, ImageFolderParams
+from dcframe.errors import BadImageError, UserError
+from dcframe.images import to_rgb
+
+
+def save_png(path: Path, value: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(path)
+    return path
+
+
+def folder(root: Path) -> ImageFolder:
+    return ImageFolder(ImageFolderParams(root=str(root)))
+
+
+# ------------------------------------------------------------------ finding 11: decoding
+
+
+def test_finding_11_sixteen_bit_png_keeps_its_levels(tmp_path: Path) -> None:
+    levels = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as raw:
+        assert raw.mode == "I;16"  # what PIL makes of it, clipped to 2 levels by convert()
+    image = folder(tmp_path).image(0)
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.dtype == np.uint8
+    assert np.unique(pixels).size == 64  # every level kept
+    assert pixels.min() == 0 and pixels.max() == 255  # scaled by the 0..65535 range
+    np.testing.assert_array_equal(pixels[..., 0], np.round(levels / 257).astype(np.uint8))
+
+
+def test_finding_11_float_tiff_is_not_black(tmp_path: Path) -> None:
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(values).save(tmp_path / "float.tif")
+    pixels = np.asarray(folder(tmp_path).image(0))
+    assert pixels.min() == 0 and pixels.max() == 255 and np.unique(pixels).size == 64
+    # Values outside every standard range stretch over their own min..max.
+    wide = to_rgb(Image.fromarray(np.array([[-3.0, 1e6]], dtype=np.float32)))
+    assert np.asarray(wide)[0, :, 0].tolist() == [0, 255]
+
+
+def test_finding_11_other_modes_convert_as_pil_does() -> None:
+    for mode in ("RGBA", "LA", "P", "CMYK", "1", "L", "I;16B", "I"):
+        assert to_rgb(Image.new(mode, (3, 2))).mode == "RGB"
+    eight_bit_in_i = to_rgb(Image.fromarray(np.array([[0, 200]], dtype=np.int32)))
+    assert np.asarray(eight_bit_in_i)[0, :, 0].tolist() == [0, 200]
+
+
+def test_finding_11_decompression_bomb_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_png(tmp_path / "huge.png")  # 64 pixels
+    data = folder(tmp_path)
+    # Over the limit (where PIL only warns) and over twice the limit (where it raises).
+    for limit in (40, 10):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        with pytest.raises(BadImageError) as caught:
+            data.image(0)
+        assert caught.value.path.endswith("huge.png")
+        assert f"64 pixels, over the limit of {limit}" in caught.value.reason
+        assert "MAX_IMAGE_PIXELS" in caught.value.reason
+
+
+def test_finding_11_every_decoding_failure_is_a_bad_image_error(tmp_path: Path) -> None:
+    good = save_png(tmp_path / "a_good.png").read_bytes()
+    (tmp_path / "b_truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "c_garbage.jpg").write_bytes(os.urandom(300))
+    (tmp_path / "d_empty.tif").write_bytes(b"")
+    (tmp_path / "e_text.webp").write_text("not an image")
+    data = folder(tmp_path)
+    assert data.image(0).size == (8, 8)
+    for index in range(1, len(data)):
+        with pytest.raises(BadImageError) as caught:
+            data.image(index)
+        assert caught.value.path == data.paths[index] and caught.value.reason
+    os.remove(data.paths[0])  # gone since the scan
+    with pytest.raises(BadImageError, match="No such file"):
+        data.image(0)
+
+
+def test_finding_11_symlink_loop_at_root(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(UserError, match=r"data.root: .*loop.* is a symbolic link loop"):
+        folder(loop)
+
+
+def test_finding_11_symlink_loop_in_a_class_folder(tmp_path: Path) -> None:
+    save_png(tmp_path / "cat" / "a.png")
+    (tmp_path / "dog").symlink_to(tmp_path / "dog")
+    with pytest.raises(UserError, match=r"data.root: .*dog.* is a symbolic link loop"):
+        folder(tmp_path)
+
+
+def test_finding_11_unreadable_folder_names_path_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_png(tmp_path / "cat" / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(path: str | Path) -> object:  # chmod does not stop root, so simulate it
+        if str(path).endswith("cat"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(UserError, match=r"permission denied reading .*cat.*chmod"):
+        folder(tmp_path)
+
+
+# ------------------------------------------------------------------ finding 12: layout
+
+
+def test_finding_12_root_images_beside_class_folders_are_refused(tmp_path: Path) -> None:
+    save_png(tmp_path / "cat" / "a.png")
+    save_png(tmp_path / "dog" / "b.png")
+    for name in ("loose1.png", "loose2.jpg", "loose3.png"):
+        save_png(tmp_path / name)
+    (tmp_path / "README.txt").write_text("not an image, no problem")
+    with pytest.raises(UserError) as caught:
+        folder(tmp_path)
+    message = str(caught.value)
+    assert "3 image(s) at the top of" in message and "'loose1.png'" in message
+    assert "2 class folder(s)" in message and "move them into a class folder" in message
+
+
+def test_finding_12_root_is_a_file(tmp_path: Path) -> None:
+    path = save_png(tmp_path / "single.png")
+    with pytest.raises(UserError) as caught:
+        folder(path)
+    assert "is a file, not a folder; point data.root at the folder that holds the images" in (
+        str(caught.value)
+    )
+    assert "does not exist" not in str(caught.value)
+
+
+def test_finding_12_broken_link_root_says_so(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError, match="does not exist .a symbolic link to a missing target"):
+        folder(tmp_path / "link")
