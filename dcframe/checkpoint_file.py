@@ -55,9 +55,10 @@ def read_checkpoint(path: Path) -> Any:
             # UserError below says all there is to say.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as error:  # the file changed or vanished between the two reads
+    except (FileNotFoundError, PermissionError) as error:  # gone or locked since _header
         raise UserError(f"{path} cannot be read ({_os_reason(error)})") from error
     except Exception as error:  # torch raises many types for a bad file; classify below
+        # (OSError included: torch's zip reader seeks out of a cut file with EINVAL)
         raise UserError(_describe_failure(path, header, error)) from error
 
 

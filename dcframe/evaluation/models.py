@@ -146,18 +146,17 @@ def _from_checkpoint(
     checkpoint = read_checkpoint(file)
     info: dict[str, Any] = {"file": str(file), "recipe": str(recipe) if recipe else None}
     if isinstance(checkpoint, dict) and {"model", "backbone"} <= checkpoint.keys():
-        name = str(checkpoint["backbone"])
+        name = _backbone_name(checkpoint["backbone"], file)
+        state = checked_state_dict(checkpoint["model"], "model", file)
         params = backbone_params(name, recipe, overrides)
         backbone = build_backbone(name, params)
-        weights = {
-            k: v for k, v in checkpoint["model"].items() if not k.startswith(TOP_LAYER_PREFIX)
-        }
+        weights = {k: v for k, v in state.items() if not k.startswith(TOP_LAYER_PREFIX)}
         load_weights(backbone, weights, file)
-        info |= {"source": "dcframe", "backbone": name, "epoch": checkpoint.get("epoch")}
+        info |= {"source": "dcframe", "backbone": name, "epoch": _epoch(checkpoint, file)}
     elif isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         backbone, params = load_official(checkpoint, recipe, overrides, file)
         arch = checkpoint["arch"]
-        info |= {"source": "official", "backbone": arch, "epoch": checkpoint.get("epoch")}
+        info |= {"source": "official", "backbone": arch, "epoch": _epoch(checkpoint, file)}
     else:
         found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint)
         raise UserError(
@@ -165,6 +164,62 @@ def _from_checkpoint(
             f"one (keys state_dict, arch); found {found}"
         )
     return _frozen(backbone, params, tag, output_dir, info)
+
+
+def checked_state_dict(value: object, key: str, source: Path) -> dict[str, torch.Tensor]:
+    """``value`` (the checkpoint's ``key``) if it is a state dict: names -> tensors.
+
+    Files that pass weights-only loading can still hold anything a pickle of plain
+    containers can; checking here turns a later AttributeError into a message.
+
+    Raises:
+        UserError: not a dict, a key that is not a string, or a value that is not a tensor
+            (the first few such entries named).
+    """
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{source}: '{key}' must be a state dict (parameter names -> tensors); "
+            f"found {_type_name(value)}"
+        )
+    wrong = [
+        f"key {k!r} is not a string" if not isinstance(k, str) else f"{k!r} is {_type_name(v)}"
+        for k, v in value.items()
+        if not (isinstance(k, str) and isinstance(v, torch.Tensor))
+    ]
+    if wrong:
+        raise UserError(
+            f"{source}: '{key}' must map parameter names (str) to tensors; "
+            + ", ".join(wrong[:5])
+            + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
+        )
+    return value
+
+
+def _backbone_name(value: object, source: Path) -> str:
+    """The checkpoint's ``backbone``: the name of an installed backbone."""
+    if not isinstance(value, str):
+        raise UserError(
+            f"{source}: 'backbone' must be the name of a backbone (str); found {_type_name(value)}"
+        )
+    if value not in registries.backbones:
+        where = f"the checkpoint's 'backbone' ({source})"
+        raise UserError(registries.backbones.unknown_message(value, where))
+    return value
+
+
+def _epoch(checkpoint: dict[str, Any], source: Path) -> int | None:
+    epoch = checkpoint.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        raise UserError(f"{source}: 'epoch' must be an integer; found {_type_name(epoch)}")
+    return epoch
+
+
+def _type_name(value: object) -> str:
+    """``value``'s type, with a short preview for the containers a wrong file usually holds."""
+    preview = repr(value)
+    preview = preview if len(preview) <= 40 else preview[:40] + "..."
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name} ({preview})"
 
 
 def _frozen(
@@ -283,6 +338,11 @@ def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: Pa
 
 def official_layout(arch: object, source: Path) -> OfficialLayout:
     """The layout of an official ``arch``; anything else is refused, listing what is valid."""
+    if arch is None:
+        raise UserError(
+            f"{source}: official DeepCluster checkpoint without 'arch'; expected one of "
+            f"{', '.join(OFFICIAL_LAYOUTS)}"
+        )
     if not isinstance(arch, str) or arch not in OFFICIAL_LAYOUTS:
         raise UserError(
             f"{source}: official DeepCluster checkpoint for architecture {arch!r}; dcframe maps "
@@ -379,9 +439,13 @@ def load_official(
 
     Returns:
         The backbone with the weights loaded, and its parameters.
+
+    Raises:
+        UserError: no or an unknown ``arch``, a ``state_dict`` that is not names -> tensors
+            or does not have that architecture's layout.
     """
     layout = official_layout(checkpoint.get("arch"), source)
-    state = checkpoint["state_dict"]
+    state = checked_state_dict(checkpoint["state_dict"], "state_dict", source)
     has_sobel = any(strip_module(k).startswith("sobel.") for k in state)
     params = backbone_params(layout.backbone, recipe, overrides, inferred={"sobel": has_sobel})
     backbone = build_backbone(layout.backbone, params)
