@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dcframe import registries
-from dcframe.errors import UserError
-from dcframe.extraction import ImageSubset, extract_features
+from dcframe.bad_images import BadImagePolicy, Unreadable
+from dcframe.errors import BadImageError, UserError
+from dcframe.extraction import ImageSubset, extract_features, run_loader
 from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
 from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.params import Params
@@ -129,13 +129,19 @@ def check_sizes(recipe: Any, parts: Components) -> None:
         raise UserError("the recipe does not fit the data:\n  " + "\n  ".join(problems))
 
 
-def check_images(dataset: Dataset, input_size: int, seed: int, count: int = 8) -> None:
+def check_images(
+    dataset: Dataset, input_size: int, seed: int, bad_images: BadImagePolicy, count: int = 8
+) -> None:
     """Open a few images (first, last and random ones) to fail early on unreadable data."""
     n = len(dataset)
     picks = {0, n - 1, *np.random.default_rng(seed).integers(0, n, size=count).tolist()}
     transform = clustering_transform(input_size)
     for index in sorted(picks):
-        transform(dataset.image(index))
+        try:
+            transform(dataset.image(index))
+        except BadImageError as error:
+            with _context("checking a few images before the first epoch"):
+                bad_images.check([Unreadable(index, error.path, error.reason)])
 
 
 # ------------------------------------------------------------------------- training
@@ -187,19 +193,28 @@ class Trainer:
         targets: np.ndarray,
         top: torch.optim.SGD,
         reporter: Reporter,
+        bad_images: BadImagePolicy,
     ) -> float:
-        """One pass over ``indices`` with cross-entropy on the pseudo-labels; mean loss."""
+        """One pass over ``indices`` with cross-entropy on the pseudo-labels; mean loss.
+
+        Raises:
+            UserError: the loss became NaN or infinite (the run diverged).
+        """
         self.backbone.train()
-        loader = DataLoader(
+        loader = run_loader(
             ImageSubset(dataset, self.transform, indices, targets[indices]),
             batch_size=self.optimizer.batch_size,
-            num_workers=self.workers,
+            workers=self.workers,
             pin_memory=self.devices.network.type == "cuda",
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
         loss_fn = nn.CrossEntropyLoss()
         total, seen = 0.0, 0
-        for images, labels in reporter.track(loader, len(loader), "training"):
+        batches = reporter.track(loader, len(loader), "training")
+        for step, (images, labels, unreadable) in enumerate(batches):
+            bad_images.check(unreadable)
+            if images is None:
+                continue
             images = images.to(self.devices.network, non_blocking=True)
             labels = labels.to(self.devices.network, non_blocking=True)
             with self.autocast():
@@ -210,7 +225,15 @@ class Trainer:
             scaler.step(self.body_optimizer)
             scaler.step(top)
             scaler.update()
-            total += loss.item() * len(labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise UserError(
+                    f"training step {step}: the loss is {value}; the run diverged. Start a new "
+                    f"run with a lower optimizer.lr (now {self.optimizer.lr:g}) or "
+                    f"optimizer.weight_decay (now {self.optimizer.weight_decay:g}), e.g. "
+                    f"--set optimizer.lr={self.optimizer.lr / 10:g} --set run.name=<new-name>"
+                )
+            total += value * len(labels)
             seen += len(labels)
         return total / max(seen, 1)
 
@@ -219,10 +242,43 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+def _context(where: str) -> Iterator[None]:
+    """Prefix the message of a :class:`UserError` raised in the block with where it happened."""
+    try:
+        yield
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from error
+
+
+@contextlib.contextmanager
+def _stage(seconds: dict[str, float], epoch: int, stage: str) -> Iterator[None]:
+    """Time one stage of an epoch; its errors say which epoch and stage they come from."""
     start = time.perf_counter()
-    yield
+    with _context(f"epoch {epoch}, {stage}"):
+        yield
     seconds[stage] = round(time.perf_counter() - start, 3)
+
+
+def check_features(features: np.ndarray, readable: np.ndarray | None) -> list[str]:
+    """Refuse NaN or inf features; warn when every image has the same feature.
+
+    Raises:
+        UserError: some feature is not finite (the network's weights have diverged).
+    """
+    rows = features if readable is None else features[readable]
+    if not np.isfinite(rows).all():
+        raise UserError(
+            "the features hold NaN or infinite values: the network's weights have diverged. "
+            "Start a new run with a lower optimizer.lr or optimizer.weight_decay "
+            "(--set run.name=<new-name>)"
+        )
+    if len(rows) > 1 and float(np.ptp(rows, axis=0).max()) == 0.0:
+        return ["feature collapse: every image has the same feature (zero variance)"]
+    return []
+
+
+def _within(assignment: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
+    return assignment if readable is None else assignment[readable]
 
 
 def run_epoch(
@@ -232,11 +288,16 @@ def run_epoch(
     trainer: Trainer,
     previous: np.ndarray | None,
     reporter: Reporter,
+    bad_images: BadImagePolicy,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics."""
+    """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics.
+
+    Images left out as unreadable (``data.on_bad_image = "skip"``) are clustered and
+    trained on by none of the steps; their assignment is -1.
+    """
     seconds: dict[str, float] = {}
     k = parts.clusterer.k
-    with _timed(seconds, "extract"):  # 1-3: features without the top layer, PCA-whitened, L2
+    with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
         features = extract_features(
             parts.backbone,
             parts.dataset,
@@ -247,33 +308,49 @@ def run_epoch(
             workers=trainer.workers,
             autocast=trainer.autocast,
             reporter=reporter,
+            bad_images=bad_images,
         )
-    with _timed(seconds, "cluster"):  # 4: k-means with a fresh seed every epoch
+        readable = bad_images.readable_mask()
+        warnings = check_features(features, readable)
+    with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
         cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-        with reporter.stage(f"clustering {len(features)} x {features.shape[1]} into {k} clusters"):
-            clustering = parts.clusterer.cluster(features, cluster_seed, trainer.devices.clusterer)
-        del features
-    assignment = clustering.assignments
+        rows = _within(features, readable)
+        with reporter.stage(f"clustering {len(rows)} x {rows.shape[1]} into {k} clusters"):
+            clustering = parts.clusterer.cluster(rows, cluster_seed, trainer.devices.clusterer)
+        del features, rows
+    assignment = np.full(len(parts.dataset), -1, dtype=np.int64)
+    assignment[slice(None) if readable is None else readable] = clustering.assignments
+    clustered = _within(assignment, readable)
     labels = parts.dataset.labels  # 5: measure
-    sizes = cluster_size_stats(assignment, k)
+    sizes = cluster_size_stats(clustered, k)
+    if sizes.empty == k - 1:
+        warnings.append("cluster collapse: every image is in one cluster")
+    before = None if previous is None else _within(previous, readable)
     metrics: dict[str, Any] = {
         "epoch": epoch,
         "kmeans_objective": float(clustering.objective),
-        "nmi_vs_previous": None if previous is None else nmi(previous, assignment),
-        "nmi_vs_labels": None if labels is None else nmi(labels, assignment),
+        "nmi_vs_previous": None
+        if before is None
+        else nmi(before[before >= 0], clustered[before >= 0]),
+        "nmi_vs_labels": None if labels is None else nmi(_within(labels, readable), clustered),
         "empty_clusters": sizes.empty,
         "cluster_size_min": sizes.min,
         "cluster_size_median": sizes.median,
         "cluster_size_max": sizes.max,
     }
-    with _timed(seconds, "train"):
+    for warning in warnings:
+        reporter.warn(f"epoch {epoch}: {warning}; the network is not learning from these clusters")
+    with _stage(seconds, epoch, "train"):
         # 6-7: pseudo-labelled images, drawn uniformly over the non-empty clusters
-        indices = parts.sampler.sample(assignment, epoch_rng(seed, epoch, _STREAM_SAMPLER))
+        drawn = parts.sampler.sample(clustered, epoch_rng(seed, epoch, _STREAM_SAMPLER))
+        indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
         top_optimizer = trainer.new_top_layer(k)  # 8: new top layer, new momentum-free SGD
         metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
-            parts.dataset, indices, assignment, top_optimizer, reporter
+            parts.dataset, indices, assignment, top_optimizer, reporter, bad_images
         )
     metrics["train_samples"] = len(indices)
+    metrics["skipped_images"] = len(bad_images.skipped)
+    metrics["warnings"] = warnings
     seconds["total"] = round(sum(seconds.values()), 3)
     metrics["seconds"] = seconds
     return assignment, metrics
@@ -295,84 +372,93 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) -> RunDirectory:
     """Run (or resume) a whole DeepCluster training described by a validated recipe.
 
+    The run holds an exclusive lock on its directory throughout. A folder without a
+    finished epoch is started afresh; one with a finished epoch needs ``resume``.
+
     Raises:
         UserError: anything about the recipe, the data or the machine that the user can fix;
-            all of these are checked before the first feature-extraction pass.
+            all of these are checked before the first feature-extraction pass. A failure
+            during an epoch names the epoch and the stage; the last finished epoch's
+            checkpoint is kept.
     """
     reporter = reporter or Reporter()
     run_cfg = recipe.run
     rundir = RunDirectory(Path(run_cfg.output_dir) / run_cfg.name)
     resolved = dumps(recipe)
-    state = _resume_state(rundir, resolved) if resume else None
-    if not resume:
-        _refuse_overwrite(rundir)
 
     torch.manual_seed(run_cfg.seed)
     parts = build_components(recipe)
     check_sizes(recipe, parts)
     devices = resolve_devices(run_cfg, parts.clusterer, reporter)
-    check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed)
-    rundir.prepare()
-    trainer = Trainer.create(recipe, parts.backbone, devices)
-
-    previous: np.ndarray | None = None
-    start_epoch = 0
-    if state is not None:
-        start_epoch = int(state["epoch"])
-        parts.backbone.reset_top_layer(state["k"])  # so that the saved top layer fits
-        parts.backbone.load_state_dict(state["model"])
-        trainer.body_optimizer.load_state_dict(state["body_optimizer"])
-        _set_rng_state(state["rng"])
-        previous = rundir.load_assignment(start_epoch - 1)
-        rundir.truncate_metrics(start_epoch)
-        reporter.info(f"resuming {rundir.path} at epoch {start_epoch}")
-    else:
-        rundir.write_text("recipe.toml", resolved)
-        rundir.write_text("versions.json", json.dumps(versions(parts.origins), indent=2) + "\n")
-        rundir.truncate_metrics(0)
-    reporter.info(
-        f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
-        f"device {devices.network} (clustering on {devices.clusterer})"
+    bad_images = BadImagePolicy(
+        recipe.data.on_bad_image, recipe.data.max_bad_fraction, len(parts.dataset), {}, reporter
     )
-    for epoch in range(start_epoch, run_cfg.epochs):
-        previous, metrics = run_epoch(epoch, run_cfg.seed, parts, trainer, previous, reporter)
-        rundir.save_assignment(epoch, previous)
-        rundir.append_metrics(metrics)
-        keep = run_cfg.checkpoint_every and (epoch + 1) % run_cfg.checkpoint_every == 0
-        rundir.save_checkpoint(  # 10: checkpoint, atomically
-            {
-                "epoch": epoch + 1,
-                "backbone": recipe.backbone.name,
-                "k": parts.clusterer.k,
-                "model": parts.backbone.state_dict(),
-                "body_optimizer": trainer.body_optimizer.state_dict(),
-                "rng": _rng_state(),
-            },
-            keep_epoch=epoch if keep else None,
+    check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed, bad_images)
+    with rundir.open():
+        state = rundir.start(resolved, resume)
+        trainer = Trainer.create(recipe, parts.backbone, devices)
+        previous: np.ndarray | None = None
+        start_epoch = 0
+        if state is not None:
+            start_epoch = int(state["epoch"])
+            _restore(state, parts.backbone, trainer, rundir)
+            previous = rundir.load_assignment(start_epoch - 1)
+            bad_images.skipped.update(rundir.load_skipped())
+            rundir.truncate_metrics(start_epoch)
+            reporter.info(f"resuming {rundir.path} at epoch {start_epoch}")
+        else:
+            if resume:
+                reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
+            rundir.write_text("recipe.toml", resolved)
+            versions_json = json.dumps(versions(parts.origins), indent=2) + "\n"
+            rundir.write_text("versions.json", versions_json)
+            rundir.truncate_metrics(0)
+        reporter.info(
+            f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
+            f"device {devices.network} (clustering on {devices.clusterer})"
         )
-        reporter.epoch(metrics)
+        for epoch in range(start_epoch, run_cfg.epochs):
+            try:
+                previous, metrics = run_epoch(
+                    epoch, run_cfg.seed, parts, trainer, previous, reporter, bad_images
+                )
+            except UserError as error:
+                if bad_images.skipped:
+                    rundir.save_skipped(bad_images.skipped)
+                kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
+                raise UserError(f"{error}{kept}") from error
+            if bad_images.skipped:
+                rundir.save_skipped(bad_images.skipped)
+            rundir.save_assignment(epoch, previous)
+            rundir.append_metrics(metrics)
+            keep = run_cfg.checkpoint_every and (epoch + 1) % run_cfg.checkpoint_every == 0
+            rundir.save_checkpoint(  # 10: checkpoint, atomically
+                {
+                    "epoch": epoch + 1,
+                    "backbone": recipe.backbone.name,
+                    "k": parts.clusterer.k,
+                    "model": parts.backbone.state_dict(),
+                    "body_optimizer": trainer.body_optimizer.state_dict(),
+                    "rng": _rng_state(),
+                },
+                keep_epoch=epoch if keep else None,
+            )
+            reporter.epoch(metrics)
     return rundir
 
 
-def _refuse_overwrite(rundir: RunDirectory) -> None:
-    if rundir.checkpoint_path.exists() or (rundir.path / "metrics.jsonl").exists():
+def _restore(
+    state: dict[str, Any], backbone: Backbone, trainer: Trainer, rundir: RunDirectory
+) -> None:
+    """Load a checkpoint's model, body optimizer and RNG state into the run."""
+    try:
+        backbone.reset_top_layer(int(state["k"]))  # so that the saved top layer fits
+        backbone.load_state_dict(state["model"])
+        trainer.body_optimizer.load_state_dict(state["body_optimizer"])
+        _set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
         raise UserError(
-            f"run directory {str(rundir.path)!r} already holds a run; continue it with "
-            "--resume, or pick another name, e.g. --set run.name=<new-name>"
-        )
-
-
-def _resume_state(rundir: RunDirectory, resolved: str) -> dict[str, Any]:
-    """The saved state to continue from; refuses to resume with a different recipe."""
-    if not rundir.checkpoint_path.exists():
-        raise UserError(f"--resume: no checkpoint in {str(rundir.path)!r}; start without --resume")
-    saved = tomllib.loads((rundir.path / "recipe.toml").read_text())
-    wanted = tomllib.loads(resolved)
-    for recipe in (saved, wanted):
-        recipe["run"].pop("epochs")
-    if saved != wanted:
-        raise UserError(
-            f"--resume: the recipe differs from the one saved in {rundir.path / 'recipe.toml'} "
-            "(only run.epochs may change when resuming); compare them with `dcframe recipe show`"
-        )
-    return rundir.load_checkpoint()
+            f"--resume: {rundir.checkpoint_path} does not fit this recipe's model "
+            f"({str(error).splitlines()[0][:300]}); restore the run's own checkpoint, or start "
+            "a new run with --set run.name=<new-name>"
+        ) from error

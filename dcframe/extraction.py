@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from dcframe.bad_images import BadImagePolicy, MarkUnreadable, collate_readable
 from dcframe.interfaces import Backbone, Dataset, Preprocessor
 from dcframe.progress import Reporter
 from dcframe.transforms import clustering_transform
@@ -53,6 +54,21 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         return self.transform(self.dataset.image(index)), target
 
 
+def run_loader(
+    subset: ImageSubset, *, batch_size: int, workers: int, pin_memory: bool = False
+) -> DataLoader[Any]:
+    """Batches of ``(images, targets, unreadable)`` for a run's passes: an image the dataset
+    cannot read becomes an entry of ``unreadable`` instead of an exception (see
+    :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch was readable."""
+    return DataLoader(
+        MarkUnreadable(subset),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=collate_readable,
+    )
+
+
 @torch.no_grad()
 def embed_batches(
     backbone: Backbone,
@@ -65,15 +81,21 @@ def embed_batches(
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     description: str,
+    bad_images: BadImagePolicy | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Clustering features (eval mode, no top layer) of ``indices``, batch by batch.
 
-    Yields (dataset indices, float32 features) pairs.
+    Yields (dataset indices, float32 features) pairs of the readable images; unreadable
+    ones go to ``bad_images`` (default: fail at the first).
     """
     backbone.eval()
+    policy = bad_images or BadImagePolicy()
     subset = ImageSubset(dataset, clustering_transform(backbone.input_size), indices)
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers)
-    for images, index in reporter.track(loader, len(loader), description):
+    loader = run_loader(subset, batch_size=batch_size, workers=workers)
+    for images, index, unreadable in reporter.track(loader, len(loader), description):
+        policy.check(unreadable)
+        if images is None:
+            continue
         with autocast():
             features = backbone.embed(images.to(device, non_blocking=True))
         yield index.numpy(), features.float().cpu().numpy()
@@ -96,15 +118,19 @@ def extract_features(
     workers: int,
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
+    bad_images: BadImagePolicy | None = None,
 ) -> np.ndarray:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
     Each preprocessing step is (re)fitted from scratch on a random sample of rows already
-    passed through the steps before it.
+    passed through the steps before it. Images left out by ``bad_images`` (already, or
+    found unreadable now) are not extracted; their rows hold zeros.
     """
     n = len(dataset)
-    fit_rows = max((step.fit_sample_size(n) for step in chain), default=0)
     order = sample_rng.permutation(n)
+    policy = bad_images or BadImagePolicy()
+    order = policy.readable(order)
+    fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
     sample, rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
     embed = functools.partial(
         embed_batches,
@@ -115,13 +141,17 @@ def extract_features(
         workers=workers,
         autocast=autocast,
         reporter=reporter,
+        bad_images=policy,
     )
 
     fitted = np.empty((len(sample), backbone.feature_dim), dtype=np.float32)
     for index, features in embed(sample, description="fit sample"):
         fitted[np.searchsorted(sample, index)] = features
+    if policy.skipped and len(readable := policy.readable(sample)) < len(sample):
+        fitted = fitted[np.isin(sample, readable)]  # images found unreadable just now
+        sample = readable
     for step in chain:
-        wanted = step.fit_sample_size(n)
+        wanted = step.fit_sample_size(len(fitted))
         if wanted:
             # Fancy indexing copies: only subsample when the step wants fewer rows.
             fit_on = fitted
@@ -132,7 +162,7 @@ def extract_features(
         fitted = _transform_in_blocks(step, fitted)
 
     out_dim = fitted.shape[1] if len(sample) else _output_dim(chain, backbone.feature_dim)
-    out = np.empty((n, out_dim), dtype=np.float32)
+    out = np.zeros((n, out_dim), dtype=np.float32)  # rows of unreadable images stay zero
     out[sample] = fitted
     del fitted
     for index, features in embed(rest, description="extract"):

@@ -9,14 +9,22 @@ Layout::
         assignments/epoch_0000.npy
         checkpoint.pt          latest state (model, body optimizer, epoch, RNG), written atomically
         checkpoints/epoch_0009.pt  weights kept every ``run.checkpoint_every`` epochs
+        skipped_images.tsv     unreadable images left out (``data.on_bad_image = "skip"``)
+        .lock                  held by the run using the folder (see :mod:`dcframe.runlock`)
+
+A folder "holds a run" once its first epoch is finished, i.e. once ``checkpoint.pt`` exists.
+A folder without one (a run that failed or was killed during epoch 0) is simply started
+again. Every file is written atomically (:mod:`dcframe.files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import math
 import platform
-import tempfile
+import tomllib
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,8 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dcframe.checkpoint_file import read_checkpoint
 from dcframe.errors import UserError
+from dcframe.files import atomic_write_bytes, remove_temporaries
 from dcframe.registry import Origin
+from dcframe.runlock import locked
 
 LIBRARIES = ("dcframe", "torch", "torchvision", "numpy", "scikit-learn", "pydantic")
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss")
@@ -50,19 +61,26 @@ def versions(plugins: list[Origin]) -> dict[str, Any]:
     }
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write a file through a temporary sibling then rename it, so a crash never leaves
-    a half-written file behind. ``write`` receives the open binary file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON: a non-finite float becomes null, never NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(record), allow_nan=False) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class RunDirectory:
@@ -75,11 +93,35 @@ class RunDirectory:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def recipe_path(self) -> Path:
+        return self.path / "recipe.toml"
+
+    @property
+    def skipped_path(self) -> Path:
+        return self.path / "skipped_images.tsv"
+
     def assignment_path(self, epoch: int) -> Path:
         return self.path / "assignments" / f"epoch_{epoch:04d}.npy"
 
-    def prepare(self) -> None:
-        """Create the folders, failing clearly when the location is not writable."""
+    @property
+    def holds_finished_epoch(self) -> bool:
+        return self.checkpoint_path.exists()
+
+    # ----------------------------------------------------------------- opening
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        """Create the folder and hold its lock; temporaries of killed writers are cleared.
+
+        Raises:
+            UserError: the folder cannot be created or written (permissions, full disk,
+                a path too long), or another run holds it.
+        """
         try:
             (self.path / "assignments").mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -87,18 +129,73 @@ class RunDirectory:
             probe.unlink()
         except OSError as error:
             raise UserError(
-                f"run.output_dir: cannot write to {str(self.path)!r} ({error.strerror}); "
-                "choose another folder, e.g. --set run.output_dir=/tmp/runs"
+                f"run.output_dir: cannot write to {str(self.path)!r} "
+                f"({error.strerror or error}); choose another folder, e.g. "
+                "--set run.output_dir=/tmp/runs"
             ) from error
+        with locked(self.path):
+            remove_temporaries(self.path, self.path / "assignments", self.path / "checkpoints")
+            yield
+
+    def start(self, resolved: str, resume: bool) -> dict[str, Any] | None:
+        """Check the folder against the request; the saved state to resume from, or None.
+
+        A folder without a finished epoch is started afresh, with or without ``--resume``:
+        there is nothing in it to keep. Call inside :meth:`open`.
+
+        Raises:
+            UserError: a plain run on a folder that holds a run; ``--resume`` on a folder
+                without any run, with another recipe, or with damaged files.
+        """
+        if not self.holds_finished_epoch:
+            if resume and not self.recipe_path.exists():
+                raise UserError(f"--resume: no run in {str(self.path)!r}; start without --resume")
+            self._clear_unfinished()
+            return None
+        if not resume:
+            raise UserError(
+                f"run directory {str(self.path)!r} already holds a run; continue it with "
+                "--resume, or pick another name, e.g. --set run.name=<new-name>"
+            )
+        self._check_same_recipe(resolved)
+        return self.load_checkpoint()
+
+    def _clear_unfinished(self) -> None:
+        """Remove what a run that never finished an epoch left (it would only mislead)."""
+        for stale in (self.metrics_path, self.skipped_path, *self.path.glob("assignments/*")):
+            stale.unlink(missing_ok=True)
+
+    def _check_same_recipe(self, resolved: str) -> None:
+        if not self.recipe_path.is_file():
+            raise UserError(
+                f"--resume: {self.recipe_path} is missing, so the run's recipe cannot be checked; "
+                "restore it from a backup, or start a new run with --set run.name=<new-name>"
+            )
+        try:
+            saved = tomllib.loads(self.recipe_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise UserError(
+                f"--resume: {self.recipe_path} is damaged ({error}); restore it from a backup "
+                "or start a new run with --set run.name=<new-name>"
+            ) from error
+        wanted = tomllib.loads(resolved)
+        for recipe in (saved, wanted):
+            if isinstance(recipe.get("run"), dict):
+                recipe["run"].pop("epochs", None)
+        if saved != wanted:
+            raise UserError(
+                f"--resume: the recipe differs from the one saved in {self.recipe_path} "
+                "(only run.epochs may change when resuming); compare them with "
+                "`dcframe recipe show`"
+            )
+
+    # ----------------------------------------------------------------- writing
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write_bytes(self.path / name, lambda f: f.write(text.encode()))
 
     def save_assignment(self, epoch: int, assignment: np.ndarray) -> None:
         atomic_write_bytes(self.assignment_path(epoch), lambda f: np.save(f, assignment))
-
-    def load_assignment(self, epoch: int) -> np.ndarray:
-        return np.load(self.assignment_path(epoch))
 
     def save_checkpoint(self, state: dict[str, Any], keep_epoch: int | None = None) -> None:
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
@@ -110,23 +207,96 @@ class RunDirectory:
                 folder / f"epoch_{keep_epoch:04d}.pt", lambda f: torch.save(weights, f)
             )
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        state: dict[str, Any] = torch.load(
-            self.checkpoint_path, map_location="cpu", weights_only=True
-        )
-        return state
-
-    def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """Add one epoch's record; the file is rewritten atomically, so it never tears."""
+        kept = [r for r in self.metrics() if r["epoch"] < record["epoch"]]
+        self._write_metrics([*kept, record])
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs (a resumed run rewrites the rest)."""
-        kept = [r for r in self.metrics() if r["epoch"] < epochs]
-        self.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        self._write_metrics([r for r in self.metrics() if r["epoch"] < epochs])
+
+    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
+        self.write_text(self.metrics_path.name, "".join(json_line(r) for r in records))
+
+    def save_skipped(self, skipped: dict[int, tuple[str, str]]) -> None:
+        """The images left out as unreadable: index, path and reason, one per line."""
+        lines = [
+            f"{i}\t{_one_line(path)}\t{_one_line(reason)}\n"
+            for i, (path, reason) in sorted(skipped.items())
+        ]
+        self.write_text(self.skipped_path.name, "index\tpath\treason\n" + "".join(lines))
+
+    # ----------------------------------------------------------------- reading
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The latest state, checked to be a dcframe checkpoint.
+
+        Raises:
+            UserError: the file is unreadable, damaged, or not a dcframe run checkpoint.
+        """
+        redo = (
+            "dcframe writes it atomically, so it was changed outside dcframe: restore it from "
+            "a backup, or start a new run with --set run.name=<new-name>"
+        )
+        try:
+            state = read_checkpoint(self.checkpoint_path)
+        except UserError as error:
+            raise UserError(f"--resume: {error}; {redo}") from error
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise UserError(
+                f"--resume: {self.checkpoint_path} is not a dcframe run checkpoint (missing "
+                f"{', '.join(missing)}); {redo}"
+            )
+        return dict(state)
+
+    def load_assignment(self, epoch: int) -> np.ndarray:
+        path = self.assignment_path(epoch)
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise UserError(
+                f"--resume: cannot read {path} ({error}); it is needed to measure "
+                "NMI(t-1,t); restore it, or start a new run with --set run.name=<new-name>"
+            ) from error
+        return np.asarray(labels)
+
+    def load_skipped(self) -> dict[int, tuple[str, str]]:
+        """The images earlier epochs left out (empty when none were)."""
+        if not self.skipped_path.exists():
+            return {}
+        skipped = {}
+        for line in self.skipped_path.read_text(encoding="utf-8").splitlines()[1:]:
+            index, path, reason = [*line.split("\t", 2), "", ""][:3]
+            if index.isdigit():
+                skipped[int(index)] = (path, reason)
+        return skipped
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The epoch records; a torn last line (a write cut short by an older dcframe or an
+        editor) is dropped, since resuming rewrites that epoch anyway.
+
+        Raises:
+            UserError: a line other than the last is not a JSON record.
+        """
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                    raise ValueError("not an epoch record")
+            except ValueError as error:
+                if number == len(lines):
+                    break
+                raise UserError(
+                    f"{self.metrics_path}, line {number}: not a JSON epoch record ({error}); "
+                    "fix or delete that line, then run again"
+                ) from error
+            records.append(record)
+        return records

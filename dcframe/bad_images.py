@@ -1,0 +1,130 @@
+"""What a run does with images that cannot be read: the recipe's ``data.on_bad_image`` policy.
+
+Loaders of a run never let a dataset's "cannot read" error escape a worker process (where
+it would arrive wrapped in the worker's traceback): :class:`MarkUnreadable` turns it into
+an :class:`Unreadable` marker, :func:`collate_readable` batches the readable images and
+hands the markers on, and :class:`BadImagePolicy` decides in the main process:
+
+* ``fail`` (default): stop at the first unreadable image, naming it;
+* ``skip``: leave it out of every pass from then on, warn once, list it in the run
+  directory, and stop when more than ``data.max_bad_fraction`` of the images are bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import default_collate
+
+from dcframe.errors import BadImageError, UserError
+from dcframe.progress import Reporter
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Image ``index`` of the dataset could not be read."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class MarkUnreadable(TorchDataset[Any]):
+    """``base[i]``, or an :class:`Unreadable` marker when the dataset cannot read that image.
+
+    Args:
+        base: A dataset of (image, target) pairs with an ``indices`` array mapping its
+            positions to dataset indices (an :class:`~dcframe.extraction.ImageSubset`).
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.base[i]
+        except BadImageError as error:
+            return Unreadable(int(self.base.indices[i]), error.path, error.reason)
+        except UserError as error:  # a dataset that names the problem in its own words
+            index = int(self.base.indices[i])
+            return Unreadable(index, f"image {index}", str(error))
+
+
+def collate_readable(
+    items: list[Any],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, list[Unreadable]]:
+    """Batch the readable (image, target) pairs; the unreadable ones come back as markers."""
+    unreadable = [item for item in items if isinstance(item, Unreadable)]
+    readable = [item for item in items if not isinstance(item, Unreadable)]
+    if not readable:
+        return None, None, unreadable
+    images, targets = default_collate(readable)
+    return images, targets, unreadable
+
+
+@dataclass
+class BadImagePolicy:
+    """The run's bad-image policy and the images it has left out so far.
+
+    Attributes:
+        on_bad_image: "fail" or "skip".
+        max_bad_fraction: Largest tolerated fraction of unreadable images under "skip".
+        num_images: Size of the dataset.
+        skipped: Dataset index -> (path, reason) of every image left out.
+        reporter: Where the warnings go.
+    """
+
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    max_bad_fraction: float = 0.0
+    num_images: int = 0
+    skipped: dict[int, tuple[str, str]] = field(default_factory=dict)
+    reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
+
+    def check(self, unreadable: list[Unreadable]) -> None:
+        """Apply the policy to the unreadable images of one batch.
+
+        Raises:
+            UserError: under "fail", for the first one; under "skip", when too many are bad.
+        """
+        if not unreadable:
+            return
+        first = unreadable[0]
+        if self.on_bad_image == "fail":
+            raise UserError(
+                f"cannot read image {first.path!r} ({first.reason}); remove or "
+                'replace the file, or set data.on_bad_image = "skip" to leave unreadable '
+                "images out (`dcframe data check RECIPE` lists them all)"
+            )
+        for bad in unreadable:
+            if bad.index not in self.skipped:
+                self.skipped[bad.index] = (bad.path, bad.reason)
+                self.reporter.warn(f"skipping unreadable image {bad.path!r} ({bad.reason})")
+        limit = self.max_bad_fraction * self.num_images
+        if len(self.skipped) > limit:
+            raise UserError(
+                f"{len(self.skipped)} of {self.num_images} images are unreadable, more than "
+                f"data.max_bad_fraction = {self.max_bad_fraction:g} allows; fix the "
+                "files listed in skipped_images.tsv in the run directory, or raise "
+                "data.max_bad_fraction"
+            )
+
+    def readable(self, indices: np.ndarray) -> np.ndarray:
+        """``indices`` without the images already left out, in the same order."""
+        if not self.skipped:
+            return indices
+        return indices[~np.isin(indices, list(self.skipped))]
+
+    def readable_mask(self) -> np.ndarray | None:
+        """Boolean mask of the readable images, or None when none was left out."""
+        if not self.skipped:
+            return None
+        mask = np.ones(self.num_images, dtype=bool)
+        mask[list(self.skipped)] = False
+        return mask
