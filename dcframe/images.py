@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from dcframe.errors import BadImageError
 
@@ -90,6 +90,8 @@ def _bomb_reason(error: Exception) -> str:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):  # its message only repeats the path
+        return "not an image PIL can identify (unknown format or corrupt header)"
     text = str(error) or type(error).__name__
     if not isinstance(error, OSError | ValueError | SyntaxError):
         text = f"{type(error).__name__}: {text}"

@@ -13,7 +13,9 @@ class Params(BaseModel):
     :mod:`dcframe.testing` fail a component whose fields lack one.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: no parameter means anything at inf or nan, and such values only
+    # crash (or silently train to NaN) much later; refusing them here covers plugins too.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):

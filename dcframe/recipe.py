@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import tomli_w
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model, field_validator
 from pydantic_core import ErrorDetails
 
 from dcframe import registries
@@ -24,12 +27,27 @@ from dcframe.registry import Registry
 
 SCHEMA_VERSION = 1
 
+# The largest TOML integer (a signed 64-bit one); torch.manual_seed takes it, numpy any size.
+MAX_SEED = 2**63 - 1
+# Most file systems cap one path component at 255 bytes.
+MAX_NAME_BYTES = 255
+
 
 class RunSection(Params):
     """How and where the run happens."""
 
-    name: str = Field("deepcluster", min_length=1, description="Run name; also its folder name.")
-    seed: int = Field(31, ge=0, description="Seed of every random generator (paper: 31).")
+    name: str = Field(
+        "deepcluster",
+        min_length=1,
+        description="Run name; also its folder name, so one path component: no '/', '\\' or "
+        f"NUL, not '.' or '..', at most {MAX_NAME_BYTES} bytes of UTF-8.",
+    )
+    seed: int = Field(
+        31,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of every random generator (paper: 31); at most 2^63 - 1.",
+    )
     epochs: int = Field(500, ge=1, description="Cluster/train rounds (paper: 500).")
     output_dir: str = Field("runs", description="Parent folder of the run directory.")
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -44,6 +62,30 @@ class RunSection(Params):
         ge=0,
         description="Also keep the weights of every n-th epoch (0: only the latest checkpoint).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        # The run folder is output_dir/name: anything but one plain component escapes or breaks it.
+        if name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise ValueError(
+                "a run name is one folder name: no '/', '\\' or NUL byte, and not '.' or '..'"
+            )
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise ValueError(
+                f"a run name is at most {MAX_NAME_BYTES} bytes of UTF-8 (a folder name); "
+                f"this one has {size}"
+            )
+        return name
+
+    @field_validator("output_dir")
+    @classmethod
+    def _no_nul(cls, output_dir: str) -> str:
+        # No operating system accepts a NUL byte in a path; os calls would raise ValueError.
+        if "\0" in output_dir:
+            raise ValueError("a folder path cannot contain a NUL byte")
+        return output_dir
 
 
 class AugmentSection(Params):
@@ -64,7 +106,10 @@ class OptimizerSection(Params):
     )
     weight_decay: float = Field(1e-5, ge=0, description="L2 weight decay (paper: 1e-5).")
     batch_size: int = Field(
-        256, ge=1, description="Images per batch, for training and extraction (paper: 256)."
+        256,
+        ge=1,
+        le=2**31 - 1,  # torch's DataLoader fails beyond sys.maxsize; no batch this big fits
+        description="Images per batch, for training and extraction (paper: 256).",
     )
 
 
@@ -185,22 +230,68 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Any:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The raw tables of a recipe file, before validation.
 
+    A leading UTF-8 byte-order mark is ignored (some Windows editors write one).
+
     Raises:
-        UserError: the file is missing or is not TOML.
+        UserError: the file is missing, is not a regular readable file, is not UTF-8, or
+            is not TOML.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe {str(path)!r} not found; pass the path to a .toml recipe")
+    shown = _short(str(path))
+    text = _read_text(Path(path), shown)
+    return _parse_toml(text.removeprefix("\ufeff"), f"recipe {shown}")
+
+
+def _read_text(path: Path, shown: str) -> str:
+    """The file's text, every way it can fail turned into a message naming the file."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML: {error}") from error
+        # stat before open: opening a FIFO for reading would block until a writer comes.
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"recipe {shown} is a folder; pass the path to a .toml recipe file")
+        if not stat.S_ISREG(mode):
+            raise UserError(
+                f"recipe {shown} is not a regular file (a pipe, socket or device); "
+                "pass the path to a .toml recipe file"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"recipe {shown} not found; pass the path to a .toml recipe") from None
+    except PermissionError:
+        raise UserError(f"recipe {shown} cannot be read: permission denied") from None
+    except ValueError:  # a NUL byte in the path
+        raise UserError(f"recipe path {shown} contains a NUL byte") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"recipe {shown} cannot be read: {reason}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"recipe {shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from None
+
+
+def _parse_toml(text: str, what: str) -> dict[str, Any]:
+    """``tomllib.loads`` with its failures as user errors about ``what``."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise UserError(_too_deep(what)) from None
+    except ValueError as error:  # TOMLDecodeError, or an integer of over 4300 digits
+        raise UserError(f"{what} is not valid TOML: {_cut(str(error), 200)}") from None
+
+
+def _too_deep(what: str) -> str:
+    return f"{what}: arrays or tables nested too deeply; a recipe needs at most a few levels"
 
 
 def validate(raw: dict[str, Any], source: str = "recipe") -> Any:
     """Validate a recipe held as a dict; all problems are reported at once."""
     try:
         return recipe_model().model_validate(raw)
+    except RecursionError:
+        raise UserError(_too_deep(source)) from None
     except ValidationError as error:
         problems = [_explain(detail, raw) for detail in error.errors()]
         raise RecipeError(problems, source) from None
@@ -218,10 +309,16 @@ def dumps(recipe: Params) -> str:
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value read as TOML (``3`` int, ``0.5`` float, ``true``, ``[1, 2]``),
-    or kept as a plain string when it is not TOML (``faiss-kmeans``, ``/data/train``)."""
+    or kept as a plain string when it is not TOML (``faiss-kmeans``, ``/data/train``).
+
+    Raises:
+        UserError: the value is TOML nested too deeply to read.
+    """
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except RecursionError:
+        raise UserError(_too_deep(f"--set value {_short(text)}")) from None
+    except ValueError:  # not TOML (or an integer of over 4300 digits): a plain string
         return text
 
 
@@ -229,8 +326,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply ``section.key=value`` (list items by index: ``preprocess.0.dim=128``) in place."""
     key, sep, text = override.partition("=")
     parts = [p for p in key.replace("[", ".").replace("]", "").split(".") if p]
+    shown = _short(override)
     if not sep or not parts:
-        raise UserError(f"--set {override!r}: expected section.key=value, e.g. run.epochs=10")
+        raise UserError(f"--set {shown}: expected section.key=value, e.g. run.epochs=10")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -241,7 +339,8 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             node[part] = _copy(default) if default is not None else {}
         node = node[part]
         if not isinstance(node, dict | list):
-            raise UserError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a table")
+            where = _cut(".".join(parts[: depth + 1]), 80)
+            raise UserError(f"--set {shown}: {where} is not a table")
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, parts, override)] = parse_value(text)
@@ -251,8 +350,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 def _list_index(node: list[Any], part: str, path: list[str], override: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
+        where = _cut(".".join(path[:-1]), 80)
         raise UserError(
-            f"--set {override!r}: {'.'.join(path[:-1])} has items 0..{len(node) - 1}, not {part!r}"
+            f"--set {_short(override)}: {where} has items 0..{len(node) - 1}, not {_short(part)}"
         )
     return int(part)
 
@@ -288,9 +388,32 @@ def _path(loc: tuple[int | str, ...], raw: dict[str, Any]) -> tuple[str, tuple[i
         elif isinstance(node, dict) and part not in node and node.get("name") == part:
             continue  # discriminator tag pydantic adds to the location
         else:
-            text += f".{part}" if text else part
+            key = _key_text(part)
+            text += f".{key}" if text else key
         real.append(part)
     return text or "(top level)", tuple(real)
+
+
+def _key_text(key: str) -> str:
+    """A key as printed in a path: bare when plain, else quoted (newlines escaped) and cut."""
+    if _BARE_KEY.fullmatch(key):
+        return _cut(key, 60)
+    return _cut(json.dumps(key, ensure_ascii=False), 60)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked by an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _short(value: Any) -> str:
+    """A value's repr for a message, cut so that a 100 KB input is not echoed back."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"  # repr of a huge int is slow or fails
+    return _cut(repr(value))
 
 
 def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
@@ -298,7 +421,7 @@ def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
     kind = detail["type"]
     registry = COMPONENT_SECTIONS.get(str(real[0])) if real else None
     if kind == "union_tag_invalid" and registry is not None:
-        name = str(_lookup(raw, (*real, "name")))
+        name = _cut(str(_lookup(raw, (*real, "name"))), 60)
         failed = [f for f in registry.failed if f.name == name]
         if failed:
             return f"{path}.name: {registry.failure_message(failed[0])}"
@@ -313,8 +436,9 @@ def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{path}: required"
     got = detail.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-    return f"{path}: {detail['msg']}{shown}"
+    shown = "" if isinstance(got, dict | list) else f" (got {_short(got)})"
+    message = detail["msg"].removeprefix("Value error, ")  # our validators' own sentences
+    return f"{path}: {_cut(message, 200)}{shown}"
 
 
 def _key_hint(key: str, parent_loc: tuple[int | str, ...], parent: Any) -> str:

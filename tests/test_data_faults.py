@@ -152,3 +152,101 @@ def test_finding_12_broken_link_root_says_so(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     with pytest.raises(UserError, match="does not exist .a symbolic link to a missing target"):
         folder(tmp_path / "link")
+
+
+# ------------------------------------------------------------------ finding 10: data check
+
+CHECK_RECIPE = """
+schema_version = 1
+[run]
+name = "check"
+output_dir = "{output_dir}"
+[data]
+name = "imagefolder"
+root = "{root}"
+[backbone]
+name = "alexnet"
+[clusterer]
+name = "faiss-kmeans"
+k = 2
+[sampler]
+name = "uniform"
+"""
+
+
+def check_recipe(tmp_path: Path, root: Path) -> Path:
+    path = tmp_path / "check.toml"
+    path.write_text(CHECK_RECIPE.format(output_dir=tmp_path / "runs", root=root))
+    return path
+
+
+def image_tree(root: Path, good: int, bad: list[str]) -> list[str]:
+    """``good`` tiny PNGs in two classes, plus corrupt files at ``bad``; returns their paths."""
+    for i in range(good):
+        save_png(root / f"class{i % 2}" / f"img{i:03d}.png", i)
+    for name in bad:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    return [str(root / name) for name in bad]
+
+
+def test_finding_10_data_check_reports_every_bad_file(tmp_path: Path) -> None:
+    from tests.conftest import invoke
+
+    bad = image_tree(
+        tmp_path / "images", 30, ["class0/zz_bad.png", "class1/broken.jpg", "class1/x.tif"]
+    )
+    listing = tmp_path / "bad.tsv"
+    recipe = check_recipe(tmp_path, tmp_path / "images")
+    result = invoke("data", "check", str(recipe), "--workers", "3", "--out", str(listing))
+    output = result.stdout + result.stderr
+    assert result.code == 2, output
+    assert "Traceback" not in output
+    assert "33 images checked, 30 readable, 3 bad" in result.stdout
+    assert "sizes: 8x8 (30)" in result.stdout
+    for path in bad:
+        assert path in result.stdout
+    assert "3 of 33 images cannot be read" in result.stderr
+    rows = listing.read_text().splitlines()
+    assert rows[0] == "index\tpath\treason" and sorted(
+        r.split("\t")[1] for r in rows[1:]
+    ) == sorted(bad)
+
+
+def test_finding_10_data_check_caps_the_console_list(tmp_path: Path) -> None:
+    from tests.conftest import invoke
+
+    bad = image_tree(tmp_path / "images", 2, [f"c/bad{i:02d}.png" for i in range(25)])
+    result = invoke("data", "check", str(check_recipe(tmp_path, tmp_path / "images")))
+    assert result.code == 2 and "... and 5 more (--out FILE lists them all)" in result.stdout
+    assert bad[19] in result.stdout and bad[20] not in result.stdout
+
+
+def test_finding_10_data_check_on_a_clean_folder_exits_0(tmp_path: Path) -> None:
+    from tests.conftest import invoke
+
+    image_tree(tmp_path / "images", 12, [])
+    result = invoke("data", "check", str(check_recipe(tmp_path, tmp_path / "images")))
+    assert result.code == 0, result.stdout + result.stderr
+    assert "12 images checked, 12 readable, 0 bad" in result.stdout
+
+
+def test_finding_10_data_check_survives_a_plugin_that_throws(tmp_path: Path) -> None:
+    from dcframe.cli.data_cmd import check_all
+
+    class Flaky(ImageFolder):
+        def image(self, index: int) -> Image.Image:
+            if index == 1:
+                raise ZeroDivisionError("plugin bug")
+            if index == 2:
+                return None  # type: ignore[return-value]
+            return super().image(index)
+
+    image_tree(tmp_path, 4, [])
+    outcomes = sorted(
+        check_all(Flaky(ImageFolderParams(root=str(tmp_path))), 2), key=lambda o: o.index
+    )
+    assert [o.reason is None for o in outcomes] == [True, False, False, True]
+    assert outcomes[1].reason == "unexpected error ZeroDivisionError: plugin bug"
+    assert outcomes[1].path.endswith(".png")
+    assert "returned NoneType" in (outcomes[2].reason or "")

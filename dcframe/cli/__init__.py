@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from dcframe import __version__
-from dcframe.cli import eval_cmd, plugins_cmd, recipe_cmd, run_cmd
+from dcframe.cli import data_cmd, eval_cmd, plugins_cmd, recipe_cmd, run_cmd
 from dcframe.errors import RecipeError, UserError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app = typer.Typer(
 app.add_typer(recipe_cmd.app, name="recipe")
 app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(data_cmd.app, name="data")
 app.command("run")(run_cmd.run)
 
 _options = {"debug": False}

@@ -27,7 +27,12 @@ _SKLEARN_SEED_MODULUS = 2**32
 class FaissKMeansParams(ClustererParams):
     """Parameters of :class:`FaissKMeans`."""
 
-    iterations: int = Field(20, ge=1, description="Lloyd iterations, one run (paper: 20).")
+    iterations: int = Field(
+        20,
+        ge=1,
+        le=2**31 - 1,  # faiss stores it in a C int
+        description="Lloyd iterations, one run (paper: 20); at most 2^31 - 1 (a C int in faiss).",
+    )
     max_points_per_centroid: int = Field(
         10_000_000,
         ge=1,

@@ -20,8 +20,12 @@ class PCAParams(Params):
     dim: int = Field(256, ge=1, description="Number of principal components kept (paper: 256).")
     whitening_power: float = Field(
         -0.5,
+        # -0.5 whitens and -1 already over-whitens; far below, the weakest directions' factor
+        # (eps x lambda_max) ** power overflows float32 (at -10: low-rank features of std 0.05).
+        ge=-2.0,
         le=0.0,
-        description="Power of the eigenvalue scaling each component: -0.5 whitens, 0 is plain PCA.",
+        description="Power of the eigenvalue scaling each component: -0.5 whitens, 0 is plain "
+        "PCA; at least -2: stronger powers overflow float32 on the weakest directions.",
     )
     eps: float = Field(
         1e-6,

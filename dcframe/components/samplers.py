@@ -18,7 +18,10 @@ class SamplerParams(Params):
     reassign: float = Field(
         1.0,
         gt=0.0,
-        description="Images per epoch as a multiple of the dataset size: M = round(reassign x N).",
+        # An epoch's M indices are held in memory at once: 1e12 x N asks for terabytes.
+        le=1000.0,
+        description="Images per epoch as a multiple of the dataset size: M = round(reassign x N); "
+        "at most 1000, since the M indices are held in memory at once.",
     )
 
 

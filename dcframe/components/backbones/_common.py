@@ -47,7 +47,10 @@ class ConvNetParams(BackboneParams):
     fc_dim: int = Field(
         4096,
         ge=16,
-        description="Width of fc6 and fc7, hence of the clustering feature (paper: 4096).",
+        # fc7 alone holds fc_dim^2 weights: 17 GB of float32 at 65,536; beyond, no machine fits.
+        le=65536,
+        description="Width of fc6 and fc7, hence of the clustering feature (paper: 4096); at "
+        "most 65,536, where fc7 alone holds 17 GB of weights.",
     )
 
 

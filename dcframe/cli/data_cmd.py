@@ -1,0 +1,167 @@
+"""``dcframe data``: vet a recipe's images before a long run.
+
+``dcframe data check`` decodes every image once, through the dataset's own ``image()``
+(so it tests exactly what a run reads), in a pool of threads (PIL releases the GIL while
+decoding), and reports every file that cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.markup import escape
+
+from dcframe import recipe as recipes
+from dcframe import registries
+from dcframe.cli.recipe_cmd import Overrides, RecipePath
+from dcframe.errors import BadImageError, UserError
+from dcframe.interfaces import Dataset
+from dcframe.progress import Reporter
+
+app = typer.Typer(no_args_is_help=True, help="Check a recipe's data before running it.")
+
+SHOWN = 20  # bad files listed in the console; --out gets them all
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What opening image ``index`` gave: its size, or the reason it cannot be read."""
+
+    index: int
+    path: str
+    size: tuple[int, int] | None = None
+    reason: str | None = None
+
+
+def _name(dataset: Dataset, index: int) -> str:
+    """The file behind image ``index`` where the dataset says (``paths``), else its index."""
+    paths = getattr(dataset, "paths", None)
+    try:
+        return str(paths[index]) if paths is not None else f"image #{index}"
+    except (TypeError, IndexError, KeyError):
+        return f"image #{index}"
+
+
+def check_one(dataset: Dataset, index: int) -> Outcome:
+    """Decode image ``index``; never raises for a bad image, whatever the dataset throws."""
+    try:
+        image = dataset.image(index)
+    except BadImageError as error:
+        return Outcome(index, error.path, reason=error.reason)
+    except MemoryError:
+        raise
+    except Exception as error:  # a plugin's own failure is still one bad file, not a crash
+        reason = f"unexpected error {type(error).__name__}: {error}"
+        return Outcome(index, _name(dataset, index), reason=reason)
+    if not isinstance(image, Image.Image):
+        reason = f"image() returned {type(image).__name__}, not a PIL image"
+        return Outcome(index, _name(dataset, index), reason=reason)
+    if image.mode != "RGB":
+        reason = f"image() returned mode {image.mode!r}, not 'RGB'"
+        return Outcome(index, _name(dataset, index), reason=reason)
+    return Outcome(index, _name(dataset, index), size=image.size)
+
+
+def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
+    """Every image's outcome, in completion order, from ``workers`` threads.
+
+    Only a few images per thread are in flight at once, so memory stays flat on a
+    folder of millions and Ctrl-C does not wait for the whole queue.
+    """
+    window = 4 * workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data-check") as pool:
+        pending: set[Future[Outcome]] = set()
+        try:
+            for index in range(len(dataset)):
+                pending.add(pool.submit(check_one, dataset, index))
+                if len(pending) >= window:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_list(path: Path, bad: list[Outcome]) -> None:
+    """The full list of unreadable images, in the run directory's skipped_images.tsv format."""
+    lines = [f"{o.index}\t{_one_line(o.path)}\t{_one_line(o.reason or '')}\n" for o in bad]
+    try:
+        path.write_text("index\tpath\treason\n" + "".join(lines), encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"--out: cannot write {str(path)!r} ({error.strerror or error})") from error
+
+
+def _sizes(sizes: Counter[tuple[int, int]]) -> str:
+    common = ", ".join(f"{w}x{h} ({n:,})" for (w, h), n in sizes.most_common(3))
+    more = len(sizes) - 3
+    return common + (f" and {more:,} other sizes" if more > 0 else "")
+
+
+@app.command("check")
+def check(
+    recipe: RecipePath,
+    overrides: Overrides = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Threads decoding images (default: one per CPU core)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write every unreadable image (index, path, reason) to this TSV file."
+        ),
+    ] = None,
+) -> None:
+    """Open every image of the recipe's dataset once (exit code 0 if all are readable, else 2)."""
+    resolved: Any = recipes.load(recipe, overrides)
+    section = resolved.data
+    dataset: Dataset = registries.datasets.get(section.name).cls(section)
+    total = len(dataset)
+    threads = workers or os.cpu_count() or 1
+    bad: list[Outcome] = []
+    sizes: Counter[tuple[int, int]] = Counter()
+    outcomes = check_all(dataset, threads)
+    for outcome in Reporter().track(outcomes, total=total, description="checking"):
+        if outcome.size is None:
+            bad.append(outcome)
+        else:
+            sizes[outcome.size] += 1
+    bad.sort(key=lambda o: o.index)
+    if out is not None:
+        _write_list(out, bad)
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{escape(section.name)}[/bold]: {total:,} images checked, "
+        f"{total - len(bad):,} readable, {len(bad):,} bad"
+    )
+    if sizes:
+        console.print(f"sizes: {_sizes(sizes)}")
+    for outcome in bad[:SHOWN]:
+        console.print(f"  [red]bad[/red] {escape(outcome.path)}: {escape(outcome.reason or '')}")
+    if len(bad) > SHOWN:
+        where = f"all listed in {out}" if out is not None else "--out FILE lists them all"
+        console.print(f"  ... and {len(bad) - SHOWN:,} more ({escape(where)})")
+    if bad:
+        raise UserError(
+            f"data check: {len(bad):,} of {total:,} images cannot be read; remove or replace "
+            'them, or set data.on_bad_image = "skip" to leave them out of a run'
+        )
