@@ -2,18 +2,35 @@
 
 One registry per component kind. In-tree components and third-party ones enter through
 the same :meth:`Registry.add`, which checks the type and the name, refuses duplicates
-(naming both origins) and records where each entry came from. Entry points are read
-lazily, once, with the standard library's :mod:`importlib.metadata`.
+(naming both origins), checks that the parameters model is complete, and records where
+each entry came from. Entry points are read lazily, once, with the standard library's
+:mod:`importlib.metadata`.
+
+A plugin can only break itself: whatever it raises while importing or registering
+(``sys.exit()`` included; only ``KeyboardInterrupt`` passes) makes it a :class:`FailedEntry`,
+listed with the reason by ``dcframe plugins list``; only recipes naming it fail.
+
+Two environment variables, read when a registry first loads, help with a broken
+environment (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does):
+
+``DCFRAME_DISABLE_PLUGIN_AUTOLOAD``
+    Any non-empty value: no entry point is loaded, only dcframe's built-in components.
+``DCFRAME_BLOCK_PLUGINS``
+    Comma-separated names of entry points (component names, e.g. ``timm``) or of
+    distributions (e.g. ``dcframe-timm``) not to import; they are listed as "blocked".
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata as metadata
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
+
+from pydantic import Field, create_model
 
 from dcframe.errors import PluginLoadError, UnknownComponentError, UserError
 from dcframe.interfaces import summary_of
@@ -22,6 +39,26 @@ from dcframe.params import Params
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
+
+#: Any non-empty value: load no entry points, only the built-in components.
+DISABLE_AUTOLOAD_ENV = "DCFRAME_DISABLE_PLUGIN_AUTOLOAD"
+#: Comma-separated entry-point or distribution names not to load ("timm,dcframe-foo").
+BLOCK_ENV = "DCFRAME_BLOCK_PLUGINS"
+
+
+def autoload_disabled() -> bool:
+    """Whether ``DCFRAME_DISABLE_PLUGIN_AUTOLOAD`` is set (to anything but "")."""
+    return bool(os.environ.get(DISABLE_AUTOLOAD_ENV))
+
+
+def blocked_names() -> set[str]:
+    """The normalized names listed in ``DCFRAME_BLOCK_PLUGINS``."""
+    return {_normalize(n) for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def _normalize(name: str) -> str:
+    # Distribution names compare like pip does (PEP 503): case and -_. runs do not matter.
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 @dataclass(frozen=True)
@@ -61,15 +98,33 @@ class Entry(Generic[T]):
 
 @dataclass(frozen=True)
 class FailedEntry:
-    """An entry point that could not be loaded or registered; kept to explain, never to use."""
+    """An entry point that cannot be used; kept to explain, never to use.
+
+    Attributes:
+        name: The entry point's name (the component name it would have had).
+        kind: The registry's kind ("clusterer").
+        origin: Its distribution.
+        error: What went wrong (for a blocked entry, a :class:`PluginLoadError` saying so).
+        status: "failed" (it raised while importing or registering) or "blocked" (named
+            by ``DCFRAME_BLOCK_PLUGINS``, never imported).
+        stage: Where it failed: "import" (``ep.load()``) or "register" (refused by
+            :meth:`Registry.add`, whose message already names the component).
+    """
 
     name: str
     kind: str
     origin: Origin
     error: BaseException
+    status: Literal["failed", "blocked"] = "failed"
+    stage: Literal["import", "register"] = "import"
 
     @property
     def message(self) -> str:
+        if self.status == "blocked" or isinstance(self.error, UserError):
+            return str(self.error)  # dcframe's own words, not an exception dump
+        if isinstance(self.error, SystemExit):
+            code = "" if self.error.code is None else repr(self.error.code)
+            return f"called sys.exit({code}) while {self.stage}ing"
         return f"{type(self.error).__name__}: {self.error}"
 
 
@@ -101,6 +156,8 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._failed: dict[str, FailedEntry] = {}
         self._loaded = False
+        #: Whether the last load skipped entry points (``DCFRAME_DISABLE_PLUGIN_AUTOLOAD``).
+        self.autoload_disabled = False
 
     # ------------------------------------------------------------------ filling
 
@@ -127,6 +184,7 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} from {origin} has no Params model "
                 "(a subclass of dcframe.params.Params)"
             )
+        _check_params_model(f"{self.kind} {name!r} from {origin}", name, params)
         if name in self._entries:
             raise UserError(
                 f"duplicate {self.kind} {name!r}: registered by {self._entries[name].origin} "
@@ -142,20 +200,40 @@ class Registry(Generic[T]):
         self._loaded = True
         for name, cls in self._builtins().items():
             self.add(name, cls, Origin("dcframe", _dcframe_version(), cls.__module__))
+        # Read the environment now, not at import, so that it applies to this load.
+        self.autoload_disabled = autoload_disabled()
+        if self.autoload_disabled:
+            return
+        blocked = blocked_names()
         for ep in sorted(metadata.entry_points(group=self.group), key=lambda e: e.name):
-            self._load_entry_point(ep)
+            self._load_entry_point(ep, blocked)
 
-    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+    def _load_entry_point(self, ep: metadata.EntryPoint, blocked: set[str]) -> None:
         dist = ep.dist
         origin = Origin(
             dist.name if dist else "unknown distribution",
             dist.version if dist else "?",
             ep.value,
         )
+        matched = {_normalize(ep.name), _normalize(origin.distribution)} & blocked
+        if matched:
+            reason = PluginLoadError(
+                f"blocked by {BLOCK_ENV} (it lists {sorted(matched)[0]!r}), so not imported"
+            )
+            self._failed[ep.name] = FailedEntry(ep.name, self.kind, origin, reason, "blocked")
+            return
+        stage: Literal["import", "register"] = "import"
         try:
-            self.add(ep.name, ep.load(), origin)
-        except Exception as error:  # a broken plugin must never break dcframe itself
-            self._failed[ep.name] = FailedEntry(ep.name, self.kind, origin, error)
+            cls = ep.load()
+            stage = "register"
+            self.add(ep.name, cls, origin)
+        except KeyboardInterrupt:  # the user's, not the plugin's
+            raise
+        except BaseException as error:
+            # A broken plugin must never break dcframe itself, not even by sys.exit() at
+            # import (SystemExit) or by raising GeneratorExit: none of this code is a
+            # generator, so any BaseException here comes from the plugin.
+            self._failed[ep.name] = FailedEntry(ep.name, self.kind, origin, error, stage=stage)
 
     # ----------------------------------------------------------------- querying
 
@@ -172,6 +250,7 @@ class Registry(Generic[T]):
 
     @property
     def failed(self) -> list[FailedEntry]:
+        """Entry points that cannot be used: failed ones and blocked ones (see ``status``)."""
         self._load()
         return sorted(self._failed.values(), key=lambda f: f.name)
 
@@ -192,9 +271,17 @@ class Registry(Generic[T]):
         raise UnknownComponentError(self.unknown_message(name))
 
     def failure_message(self, failed: FailedEntry) -> str:
+        if failed.status == "blocked":
+            return (
+                f"{self.kind} {failed.name!r} from {failed.origin} is {failed.message}; "
+                f"remove it from {BLOCK_ENV} to use it"
+            )
+        fix = f"fix or reinstall {failed.origin.distribution}"
+        if failed.stage == "register" and isinstance(failed.error, UserError):
+            return f"{failed.message}; {fix}"  # add() named the component already
         return (
-            f"{self.kind} {failed.name!r} from {failed.origin} failed to load: {failed.message}; "
-            f"fix or reinstall {failed.origin.distribution}"
+            f"{self.kind} {failed.name!r} from {failed.origin} failed to load: "
+            f"{failed.message}; {fix}"
         )
 
     def unknown_message(self, name: str, path: str | None = None) -> str:
@@ -203,7 +290,40 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         available = ", ".join(f"{e.name} [{e.origin.distribution}]" for e in self) or "none"
-        return f"unknown {self.kind} {name!r}{where}{hint} Available: {available}"
+        skipped = (
+            f" (plugins are not loaded: {DISABLE_AUTOLOAD_ENV} is set)"
+            if self.autoload_disabled
+            else ""
+        )
+        return f"unknown {self.kind} {name!r}{where}{hint} Available: {available}{skipped}"
+
+
+def _check_params_model(label: str, name: str, params: type[Params]) -> None:
+    """Refuse a parameters model that pydantic cannot complete.
+
+    An annotation that never resolves (``x: "NoSuchType"``) leaves the class defined but
+    unusable; left in the registry, it would break the recipe model, so every recipe.
+    Here, at the one door, it breaks only this component. The probe is what
+    :mod:`dcframe.recipe` does with the model: a subclass with a literal ``name`` field,
+    and its JSON schema (``dcframe recipe schema``).
+
+    Raises:
+        UserError: naming the component, the model and pydantic's reason.
+    """
+    try:
+        # The plugin's module is fully imported by now, so legitimate forward references
+        # resolve; a rebuild of a complete model does nothing.
+        params.model_rebuild(raise_errors=True)
+        tag: Any = Literal[name]
+        probe = create_model(f"probe:{name}", __base__=params, name=(tag, Field(description="")))
+        probe.model_json_schema()
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(
+            f"{label}: its Params model {params.__module__}.{params.__qualname__} cannot be "
+            f"used ({type(error).__name__}: {reason}); every field needs a type that exists "
+            "and that pydantic can validate"
+        ) from error
 
 
 def _dcframe_version() -> str:

@@ -1,4 +1,9 @@
-"""``dcframe plugins``: what components are installed, where they come from, what they take."""
+"""``dcframe plugins``: what components are installed, where they come from, what they take.
+
+Entry-point loading obeys ``DCFRAME_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value: only
+built-ins) and ``DCFRAME_BLOCK_PLUGINS`` (comma-separated entry-point or distribution names
+not to import); see :mod:`dcframe.registry`.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,29 @@ from rich.table import Table
 from dcframe import registries
 from dcframe.describe import parameter_rows
 from dcframe.errors import UserError
+from dcframe.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
+
+STATUS_STYLE = {"failed": "red", "blocked": "yellow"}
 
 app = typer.Typer(no_args_is_help=True, help="List and describe components and plugins.")
 
 
-@app.command("list")
+@app.command(
+    "list",
+    epilog=(
+        f"Environment: {DISABLE_AUTOLOAD_ENV}=1 loads no plugins (only built-ins); "
+        f"{BLOCK_ENV}=NAME,... skips the plugins with those entry-point or distribution "
+        "names (e.g. dcframe-timm), listed as blocked."
+    ),
+)
 def list_components() -> None:
-    """Every component per kind, with its origin and status (failed plugins included)."""
+    """Every component per kind, with its origin and status (ok, failed, blocked).
+
+    A plugin that fails to import or register is listed as failed, with the reason, and
+    only recipes naming it fail. To debug a broken environment, set
+    DCFRAME_DISABLE_PLUGIN_AUTOLOAD=1 (no plugins are loaded, only built-ins) or
+    DCFRAME_BLOCK_PLUGINS=NAME,... (entry-point or distribution names not to import).
+    """
     table = Table(title="dcframe components")
     for column in ("kind", "name", "origin", "status", "description"):
         table.add_column(column, overflow="fold")
@@ -29,10 +50,21 @@ def list_components() -> None:
                 registry.kind, entry.name, str(entry.origin), "[green]ok[/green]", entry.summary
             )
         for failed in registry.failed:
+            style = STATUS_STYLE[failed.status]
             table.add_row(
-                registry.kind, failed.name, str(failed.origin), "[red]failed[/red]", failed.message
+                registry.kind,
+                failed.name,
+                str(failed.origin),
+                f"[{style}]{failed.status}[/{style}]",
+                escape(failed.message),
             )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if any(r.autoload_disabled for r in registries.ALL):
+        console.print(
+            f"Plugins are not loaded: {DISABLE_AUTOLOAD_ENV} is set, so only built-in "
+            "components are listed; unset it to load installed plugins."
+        )
 
 
 @app.command("show")
