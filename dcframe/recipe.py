@@ -398,7 +398,10 @@ def _key_text(key: str) -> str:
     """A key as printed in a path: bare when plain, else quoted (newlines escaped) and cut."""
     if _BARE_KEY.fullmatch(key):
         return _cut(key, 60)
-    return _cut(json.dumps(key, ensure_ascii=False), 60)
+    # Escape what is not printable, line breaks such as U+0085 included, so a key never
+    # splits a problem over two lines.
+    quoted = json.dumps(key, ensure_ascii=False)
+    return _cut("".join(c if c.isprintable() else ascii(c)[1:-1] for c in quoted), 60)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dcframe import recipe as recipes
@@ -34,14 +35,16 @@ def _component(section: Any) -> str:
 def check(recipe: RecipePath, overrides: Overrides = None) -> None:
     """Validate a recipe and print a summary (exit code 0 when valid, 2 otherwise)."""
     resolved = recipes.load(recipe, overrides)
-    table = Table(title=f"{recipe}: valid", show_header=False, title_justify="left")
+    # Values and the path are the user's text: escaped, so "[/x]" is not read as rich markup.
+    title = f"{escape(str(recipe))}: valid"
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
     for key in ("run", "optimizer"):
-        table.add_row(key, ", ".join(f"{k}={v!r}" for k, v in getattr(resolved, key)))
+        table.add_row(key, escape(", ".join(f"{k}={v!r}" for k, v in getattr(resolved, key))))
     for key in ("data", "backbone", "clusterer", "sampler"):
-        table.add_row(key, _component(getattr(resolved, key)))
-    table.add_row("preprocess", " -> ".join(_component(p) for p in resolved.preprocess))
+        table.add_row(key, escape(_component(getattr(resolved, key))))
+    table.add_row("preprocess", escape(" -> ".join(_component(p) for p in resolved.preprocess)))
     Console().print(table)
 
 
