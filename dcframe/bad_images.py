@@ -108,10 +108,11 @@ class BadImagePolicy:
                 self.reporter.warn(f"skipping unreadable image {bad.path!r} ({bad.reason})")
         limit = self.max_bad_fraction * self.num_images
         if len(self.skipped) > limit:
+            examples = ", ".join(repr(path) for path, _ in list(self.skipped.values())[:3])
             raise UserError(
-                f"{len(self.skipped)} of {self.num_images} images are unreadable, more than "
-                f"data.max_bad_fraction = {self.max_bad_fraction:g} allows; fix the "
-                "files listed in skipped_images.tsv in the run directory, or raise "
+                f"{len(self.skipped)} of {self.num_images} images are unreadable (e.g. "
+                f"{examples}), more than data.max_bad_fraction = {self.max_bad_fraction:g} "
+                "allows; fix them (`dcframe data check RECIPE` lists them all) or raise "
                 "data.max_bad_fraction"
             )
 

@@ -61,6 +61,9 @@ def versions(plugins: list[Origin]) -> dict[str, Any]:
     }
 
 
+# What a resumed run may change: the length of the run, where its folder is (a run moved to
+# another disk) and how many loader processes it uses; nothing that changes the results.
+RESUME_MAY_CHANGE = ("epochs", "name", "output_dir", "workers")
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
 
@@ -181,11 +184,13 @@ class RunDirectory:
         wanted = tomllib.loads(resolved)
         for recipe in (saved, wanted):
             if isinstance(recipe.get("run"), dict):
-                recipe["run"].pop("epochs", None)
+                for key in RESUME_MAY_CHANGE:
+                    recipe["run"].pop(key, None)
         if saved != wanted:
+            may = ", ".join(f"run.{key}" for key in RESUME_MAY_CHANGE)
             raise UserError(
                 f"--resume: the recipe differs from the one saved in {self.recipe_path} "
-                "(only run.epochs may change when resuming); compare them with "
+                f"(only {may} may change when resuming); compare them with "
                 "`dcframe recipe show`"
             )
 

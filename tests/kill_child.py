@@ -1,0 +1,100 @@
+"""A ``dcframe`` process that SIGKILLs itself at a chosen point, for the kill tests.
+
+Usage: ``python tests/kill_child.py STAGE CALL dcframe-arguments...``. The process runs
+the real command line and kills itself, with SIGKILL (no cleanup, no ``finally``), in the
+middle of the CALL-th (1-based) occurrence of STAGE:
+
+* ``extract``: after two batches of an extraction pass;
+* ``cluster``: on entering the k-means;
+* ``train``: after two batches of a training pass;
+* ``checkpoint``: after writing the first 1,000 bytes of ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from dcframe import engine, extraction
+from dcframe.cli import main
+from dcframe.components.clusterers import FaissKMeans
+
+calls = {"n": 0}
+
+
+def die_on_call(wanted: int) -> bool:
+    calls["n"] += 1
+    return calls["n"] == wanted
+
+
+def kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_two_batches(original: Callable[..., Any], wanted: int) -> Callable[..., Any]:
+    """``original`` (a generator function) dying after two items of its ``wanted``-th call."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        return dying(original(*args, **kwargs), die_on_call(wanted))
+
+    return wrapper
+
+
+def dying(items: Iterator[Any], now: bool) -> Iterator[Any]:
+    for i, item in enumerate(items):
+        if now and i == 2:
+            kill()
+        yield item
+
+
+class DyingLoader:
+    """A DataLoader (length and all) whose iteration may die after two batches."""
+
+    def __init__(self, loader: Any, now: bool) -> None:
+        self.loader, self.now = loader, now
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return dying(iter(self.loader), self.now)
+
+
+def install(stage: str, wanted: int) -> None:
+    if stage == "extract":
+        extraction.embed_batches = after_two_batches(extraction.embed_batches, wanted)
+    elif stage == "train":
+        loader = engine.run_loader
+        engine.run_loader = lambda *a, **k: DyingLoader(loader(*a, **k), die_on_call(wanted))
+    elif stage == "cluster":
+        original = FaissKMeans.cluster
+
+        def cluster(self: FaissKMeans, *args: Any, **kwargs: Any) -> Any:
+            if die_on_call(wanted):
+                kill()
+            return original(self, *args, **kwargs)
+
+        FaissKMeans.cluster = cluster  # type: ignore[method-assign]
+    elif stage == "checkpoint":
+        save = torch.save
+
+        def half_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            if getattr(f, "write", None) is not None and die_on_call(wanted):
+                f.write(b"\0" * 1000)
+                f.flush()
+                kill()
+            save(obj, f, *args, **kwargs)
+
+        torch.save = half_save
+    else:
+        raise SystemExit(f"unknown stage {stage!r}")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1], int(sys.argv[2]))
+    sys.exit(main(sys.argv[3:]))
