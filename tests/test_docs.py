@@ -205,7 +205,11 @@ def test_recipe_reference_follows_the_code(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(field, "description", "Iterations | described differently.")
     monkeypatch.setattr(field, "default", 33)
     after = _section(docgen.recipe_reference(), "clusterer-faiss-kmeans")
-    assert "| `iterations` | `int` | `33` | >= 1 | Iterations \\| described differently. |" in after
+    bounds = ">= 1, &lt;= 2147483647"
+    assert (
+        f"| `iterations` | `int` | `33` | {bounds} | Iterations \\| described differently. |"
+        in after
+    )
     assert after.replace("\\|", "").count("|") == before.replace("\\|", "").count("|")
 
 
