@@ -333,11 +333,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             node = node[_list_index(node, part, parts[: depth + 1], override)]
-            continue
-        if part not in node:
-            default = SECTION_DEFAULTS.get(part) if depth == 0 else None
-            node[part] = _copy(default) if default is not None else {}
-        node = node[part]
+        else:
+            if part not in node:
+                default = SECTION_DEFAULTS.get(part) if depth == 0 else None
+                node[part] = _copy(default) if default is not None else {}
+            node = node[part]
+        # Checked after list items too: an earlier --set may have made one a plain value.
         if not isinstance(node, dict | list):
             where = _cut(".".join(parts[: depth + 1]), 80)
             raise UserError(f"--set {shown}: {where} is not a table")

@@ -196,3 +196,17 @@ def test_finding_9_path_is_a_folder_a_fifo_or_unreadable(
     monkeypatch.setattr(Path, "read_bytes", denied)  # chmod does not stop root
     code, lines = check(path)
     assert code == 2 and "cannot be read: permission denied" in lines[0]
+
+
+def test_finding_9_fuzzer_finds() -> None:
+    """Tracebacks the recipe fuzzer found, kept as regressions."""
+    # Rich markup in a value broke the summary table of a valid recipe.
+    sets = ["--set", "data.name=imagefolder", "--set", "data.root=[/x]"]
+    result = invoke("recipe", "check", str(QUICKSTART), *sets)
+    assert result.code == 0 and "root='[/x]'" in result.stdout
+    # A U+0085 (a line break to str.splitlines) in a key split a problem over two lines.
+    code, lines = check(QUICKSTART, "run.\x85=1")
+    assert code == 2 and lines[1].startswith('run."\\x85": unknown key')
+    # --set into a list item an earlier --set made a plain value.
+    code, lines = check(QUICKSTART, "preprocess.0=", "preprocess.0.name=pca")
+    assert code == 2 and "preprocess.0 is not a table" in lines[0]
