@@ -234,6 +234,29 @@ def test_finding_6_diverging_loss_stops_the_run_naming_epoch_and_stage(tiny_reci
     assert "lower optimizer.lr (now 1e+06)" in message
 
 
+def test_finding_6_divergence_after_a_finished_epoch_keeps_its_checkpoint(
+    tiny_recipe: Path,
+) -> None:
+    # lr 1e4 survives epoch 0 on this recipe and its loss is NaN from epoch 1's first step.
+    code, err = cli_run(tiny_recipe, "--set", "optimizer.lr=1e4", "--set", "run.epochs=3")
+    message = " ".join(err.split())
+    assert code == 2 and "epoch 1, train: training step 0: the loss is nan" in message
+    assert "checkpoint.pt keeps epoch 0" in message
+    rundir = tiny_recipe.parent / "runs" / "tiny"
+    state = torch.load(rundir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    lines = (rundir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0]
+
+
+def test_finding_2_stale_lock_of_a_dead_run_does_not_block(tiny_recipe: Path) -> None:
+    rundir = tiny_recipe.parent / "runs" / "tiny"
+    rundir.mkdir(parents=True)
+    (rundir / ".lock").write_text('{"pid": 999999, "host": "gone", "started": "yesterday"}')
+    code, err = cli_run(tiny_recipe, "--set", "run.epochs=1")
+    assert code == 0, err
+
+
 def test_finding_6_collapse_is_a_warning_and_metrics_stay_json() -> None:
     same = np.ones((5, 4), dtype=np.float32)
     assert engine.check_features(same, None) == [
