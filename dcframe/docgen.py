@@ -200,6 +200,8 @@ def _fixed_section(key: str, model: type[Params]) -> str:
 
 
 def _component_section(section: str, registry: Any, default: Any, description: str) -> str:
+    from dcframe.recipe import SECTION_MIXINS
+
     header = f"[[{section}]]" if section == "preprocess" else f"[{section}]"
     presence = "Required." if default is None else f"Optional; default `{_toml_value(default)}`."
     names = ", ".join(f"[`{e.name}`](#{section}-{e.name})" for e in registry)
@@ -209,9 +211,17 @@ def _component_section(section: str, registry: Any, default: Any, description: s
         f"{presence} Choose the {registry.kind} with `name`: {names or 'none installed'}. "
         f"Plugins add {registry.kind}s through the entry-point group `{registry.group}`.",
     ]
+    mixin = SECTION_MIXINS.get(section)
+    if mixin is not None:  # keys dcframe adds to every component of this section
+        summary, _ = _summary_and_body(mixin)
+        parts += [
+            f"Every {registry.kind} also takes these keys: {docstring_markdown(summary)}",
+            parameter_table(parameter_rows(mixin)),
+        ]
     for failed in registry.failed:
+        what = "is blocked" if failed.status == "blocked" else "failed to load"
         parts.append(
-            f'!!! failure "{registry.kind} `{failed.name}` failed to load"\n\n'
+            f'!!! failure "{registry.kind} `{failed.name}` {what}"\n\n'
             f"    From {table_cell(str(failed.origin))}: {table_cell(failed.message)}"
         )
     for entry in registry:
