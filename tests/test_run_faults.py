@@ -22,7 +22,7 @@ from dcframe.files import atomic_write_bytes
 from dcframe.progress import Reporter
 from dcframe.rundir import json_line
 from dcframe.runlock import locked
-from tests.conftest import REPO, invoke
+from tests.conftest import REPO, TINY_RECIPE, invoke
 
 QUIET = Reporter(quiet=True)
 
@@ -300,36 +300,19 @@ def image_folder(root: Path, count: int = 40) -> list[Path]:
 
 
 def folder_recipe(tmp_path: Path, root: Path) -> Path:
+    """The tiny recipe on an image folder (40 images: k 4, PCA 8, batches of 8)."""
+    text = TINY_RECIPE.format(output_dir=tmp_path / "runs")
+    for old, new in (
+        ('name = "tiny"', 'name = "folder"'),
+        ('name = "sklearn-digits"\nsplit = "test"', f'name = "imagefolder"\nroot = "{root}"'),
+        ("dim = 16", "dim = 8"),
+        ("k = 20", "k = 4"),
+        ("batch_size = 64", "batch_size = 8"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
     path = tmp_path / "folder.toml"
-    path.write_text(
-        f"""
-schema_version = 1
-[run]
-name = "folder"
-seed = 5
-epochs = 2
-output_dir = "{tmp_path / "runs"}"
-device = "cpu"
-[data]
-name = "imagefolder"
-root = "{root}"
-[backbone]
-name = "alexnet"
-small_input = true
-width = 0.125
-fc_dim = 32
-[[preprocess]]
-name = "pca"
-dim = 8
-[[preprocess]]
-name = "l2"
-[clusterer]
-name = "faiss-kmeans"
-k = 4
-[optimizer]
-batch_size = 8
-"""
-    )
+    path.write_text(text)
     return path
 
 
