@@ -12,6 +12,7 @@ hands the markers on, and :class:`BadImagePolicy` decides in the main process:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +32,17 @@ class Unreadable:
     index: int
     path: str
     reason: str
+
+
+def unreadable_tsv(rows: Iterable[tuple[int, str, str]]) -> str:
+    """(index, path, reason) rows as the tab-separated list a run leaves in
+    ``skipped_images.tsv`` and ``dcframe data check --out`` writes; one line per image."""
+
+    def cell(text: str) -> str:
+        return " ".join(text.split())  # no tab or newline may split a row
+
+    lines = [f"{index}\t{cell(path)}\t{cell(reason)}\n" for index, path, reason in rows]
+    return "index\tpath\treason\n" + "".join(lines)
 
 
 class MarkUnreadable(TorchDataset[Any]):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dcframe.bad_images import unreadable_tsv
 from dcframe.checkpoint_file import read_checkpoint
 from dcframe.errors import UserError
 from dcframe.files import atomic_write_bytes, remove_temporaries
@@ -80,10 +81,6 @@ def json_line(record: dict[str, Any]) -> str:
         return value
 
     return json.dumps(finite(record), allow_nan=False) + "\n"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class RunDirectory:
@@ -226,11 +223,8 @@ class RunDirectory:
 
     def save_skipped(self, skipped: dict[int, tuple[str, str]]) -> None:
         """The images left out as unreadable: index, path and reason, one per line."""
-        lines = [
-            f"{i}\t{_one_line(path)}\t{_one_line(reason)}\n"
-            for i, (path, reason) in sorted(skipped.items())
-        ]
-        self.write_text(self.skipped_path.name, "index\tpath\treason\n" + "".join(lines))
+        rows = ((i, path, reason) for i, (path, reason) in sorted(skipped.items()))
+        self.write_text(self.skipped_path.name, unreadable_tsv(rows))
 
     # ----------------------------------------------------------------- reading
 

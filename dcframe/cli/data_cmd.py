@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from dcframe import recipe as recipes
 from dcframe import registries
+from dcframe.bad_images import unreadable_tsv
 from dcframe.cli.recipe_cmd import Overrides, RecipePath
 from dcframe.errors import BadImageError, UserError
 from dcframe.interfaces import Dataset
@@ -94,15 +95,11 @@ def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
                 future.cancel()
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _write_list(path: Path, bad: list[Outcome]) -> None:
     """The full list of unreadable images, in the run directory's skipped_images.tsv format."""
-    lines = [f"{o.index}\t{_one_line(o.path)}\t{_one_line(o.reason or '')}\n" for o in bad]
+    text = unreadable_tsv((o.index, o.path, o.reason or "") for o in bad)
     try:
-        path.write_text("index\tpath\treason\n" + "".join(lines), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     except OSError as error:
         raise UserError(f"--out: cannot write {str(path)!r} ({error.strerror or error})") from error
 
