@@ -1,40 +1,44 @@
 """The DeepCluster protocol: one clustering pass and one training pass per epoch.
 
-:func:`run_epoch` is the whole algorithm in paper order; everything else in this module
-prepares its inputs (components, checks, optimizers) or stores its outputs.
+:func:`run_epoch` is the whole algorithm in paper order (:func:`cluster_images` is its first
+half); :func:`run` assembles the run, resumes it, and records every epoch. The same code
+runs in one process or in many (``torchrun``): what differs lives behind
+:class:`~dcframe.distributed.World`, whose methods do nothing in one process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from dcframe import registries
-from dcframe.bad_images import BadImagePolicy, Unreadable
-from dcframe.errors import BadImageError, UserError
-from dcframe.extraction import ImageSubset, extract_features, run_loader
-from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.assembly import (
+    Components,
+    build_components,
+    check_images,
+    check_sizes,
+    resolve_devices,
+)
+from dcframe.bad_images import BadImagePolicy
+from dcframe.checkpointing import MidEpoch, Recorder
+from dcframe.distributed import World
+from dcframe.errors import UserError, reworded
+from dcframe.extraction import extract_features
 from dcframe.metrics import cluster_size_stats, nmi
-from dcframe.params import Params
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
-from dcframe.registry import Origin
 from dcframe.rundir import RunDirectory, versions
-from dcframe.transforms import clustering_transform, training_transform
+from dcframe.training import PassProgress, StopRequest, Trainer
 
 # Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
 # reproducible on its own, which is what makes a resumed run equal an uninterrupted one.
-_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE = 1, 2, 3
+_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE, _STREAM_AUGMENT = 1, 2, 3, 4
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -42,220 +46,14 @@ def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, stream])
 
 
-@dataclass
-class Components:
-    """The built components of a recipe and where each one came from."""
-
-    dataset: Dataset
-    backbone: Backbone
-    preprocessors: list[Preprocessor]
-    clusterer: Clusterer
-    sampler: Sampler
-    origins: list[Origin] = field(default_factory=list)
-
-
-def build_components(recipe: Any) -> Components:
-    """Instantiate every component of a validated recipe from its parameters model."""
-    origins: list[Origin] = []
-
-    def make(registry: Any, section: Params) -> Any:
-        entry = registry.get(section.name)  # type: ignore[attr-defined]
-        origins.append(entry.origin)
-        return entry.cls(section)
-
-    return Components(
-        dataset=make(registries.datasets, recipe.data),
-        backbone=make(registries.backbones, recipe.backbone),
-        preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
-        clusterer=make(registries.clusterers, recipe.clusterer),
-        sampler=make(registries.samplers, recipe.sampler),
-        origins=origins,
-    )
-
-
-# ------------------------------------------------------------------------- checks
-
-
-@dataclass(frozen=True)
-class Devices:
-    """Where the network runs and where the clusterer runs."""
-
-    network: torch.device
-    clusterer: str
-    amp_dtype: torch.dtype | None
-
-
-def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devices:
-    """Pick devices from ``run.device``; impossible requests fail before any work."""
-    has_cuda = torch.cuda.is_available()
-    if run.device == "cuda" and not has_cuda:
-        raise UserError(
-            "run.device: 'cuda' requested but PyTorch sees no CUDA device; "
-            "use --set run.device=cpu (or auto)"
-        )
-    use_cuda = run.device == "cuda" or (run.device == "auto" and has_cuda)
-    cluster_device = "cpu"
-    if use_cuda:
-        if "cuda" in clusterer.available_devices():
-            cluster_device = "cuda"
-        elif run.device == "cuda" and "cuda" in type(clusterer).devices:
-            raise UserError(
-                "run.device: 'cuda' requested but the clusterer cannot use the GPU here "
-                "(for faiss-kmeans install faiss-gpu: pip install 'dcframe[gpu]'); "
-                "or use --set run.device=auto to cluster on the CPU"
-            )
-        else:
-            reporter.info("clustering on the CPU (the clusterer has no GPU support here)")
-    if run.amp != "off" and not use_cuda:
-        raise UserError("run.amp: autocast is for CUDA only; use --set run.amp=off on the CPU")
-    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
-    return Devices(torch.device("cuda" if use_cuda else "cpu"), cluster_device, amp)
-
-
-def check_sizes(recipe: Any, parts: Components) -> None:
-    """Size checks that would otherwise fail after a full extraction pass."""
-    n = len(parts.dataset)
-    problems = []
-    if parts.clusterer.k > n:
-        problems.append(
-            f"clusterer.k: {parts.clusterer.k} clusters but the dataset has only {n} images; "
-            f"set clusterer.k <= {n}, e.g. --set clusterer.k={max(2, n // 10)}"
-        )
-    dim = parts.backbone.feature_dim
-    for i, step in enumerate(parts.preprocessors):
-        problems += [f"preprocess[{i}].{p}" for p in step.check_sizes(n, dim)]
-        dim = step.output_dim(dim)
-    if problems:
-        raise UserError("the recipe does not fit the data:\n  " + "\n  ".join(problems))
-
-
-def check_images(
-    dataset: Dataset, input_size: int, seed: int, bad_images: BadImagePolicy, count: int = 8
-) -> None:
-    """Open a few images (first, last and random ones) to fail early on unreadable data."""
-    n = len(dataset)
-    picks = {0, n - 1, *np.random.default_rng(seed).integers(0, n, size=count).tolist()}
-    transform = clustering_transform(input_size)
-    for index in sorted(picks):
-        try:
-            transform(dataset.image(index))
-        except BadImageError as error:
-            with _context("checking a few images before the first epoch"):
-                bad_images.check([Unreadable(index, error.path, error.reason)])
-
-
-# ------------------------------------------------------------------------- training
-
-
-@dataclass
-class Trainer:
-    """The network, its persistent body optimizer and the settings of the training pass."""
-
-    backbone: Backbone
-    body_optimizer: torch.optim.SGD
-    optimizer: Any
-    devices: Devices
-    workers: int
-    transform: Any
-
-    @classmethod
-    def create(cls, recipe: Any, backbone: Backbone, devices: Devices) -> Trainer:
-        """Move the net to its device and build the body SGD, which lives for the whole run."""
-        opt = recipe.optimizer
-        backbone.to(devices.network)
-        body = torch.optim.SGD(
-            backbone.body_parameters(),
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-        )
-        transform = training_transform(
-            backbone.input_size, recipe.augment.crop_scale_min, recipe.augment.horizontal_flip
-        )
-        return cls(backbone, body, opt, devices, recipe.run.workers, transform)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.devices.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.devices.amp_dtype)
-
-    def new_top_layer(self, k: int) -> torch.optim.SGD:
-        """Fresh top layer (N(0, 0.01), bias 0) and its momentum-free SGD, rebuilt every epoch."""
-        top = self.backbone.reset_top_layer(k)
-        return torch.optim.SGD(
-            top.parameters(), lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay
-        )
-
-    def train_pass(
-        self,
-        dataset: Dataset,
-        indices: np.ndarray,
-        targets: np.ndarray,
-        top: torch.optim.SGD,
-        reporter: Reporter,
-        bad_images: BadImagePolicy,
-    ) -> float:
-        """One pass over ``indices`` with cross-entropy on the pseudo-labels; mean loss.
-
-        Raises:
-            UserError: the loss became NaN or infinite (the run diverged).
-        """
-        self.backbone.train()
-        loader = run_loader(
-            ImageSubset(dataset, self.transform, indices, targets[indices]),
-            batch_size=self.optimizer.batch_size,
-            workers=self.workers,
-            pin_memory=self.devices.network.type == "cuda",
-        )
-        scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
-        loss_fn = nn.CrossEntropyLoss()
-        total, seen = 0.0, 0
-        batches = reporter.track(loader, len(loader), "training")
-        for step, (images, labels, unreadable) in enumerate(batches):
-            bad_images.check(unreadable)
-            if images is None:
-                continue
-            images = images.to(self.devices.network, non_blocking=True)
-            labels = labels.to(self.devices.network, non_blocking=True)
-            with self.autocast():
-                loss = loss_fn(self.backbone(images), labels)
-            self.body_optimizer.zero_grad(set_to_none=True)
-            top.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(self.body_optimizer)
-            scaler.step(top)
-            scaler.update()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise UserError(
-                    f"training step {step}: the loss is {value}; the run diverged. Start a new "
-                    f"run with a lower optimizer.lr (now {self.optimizer.lr:g}) or "
-                    f"optimizer.weight_decay (now {self.optimizer.weight_decay:g}), e.g. "
-                    f"--set optimizer.lr={self.optimizer.lr / 10:g} --set run.name=<new-name>"
-                )
-            total += value * len(labels)
-            seen += len(labels)
-        return total / max(seen, 1)
-
-
-# --------------------------------------------------------------------------- protocol
-
-
-@contextlib.contextmanager
-def _context(where: str) -> Iterator[None]:
-    """Prefix the message of a :class:`UserError` raised in the block with where it happened."""
-    try:
-        yield
-    except UserError as error:
-        raise UserError(f"{where}: {error}") from error
-
-
 @contextlib.contextmanager
 def _stage(seconds: dict[str, float], epoch: int, stage: str) -> Iterator[None]:
     """Time one stage of an epoch; its errors say which epoch and stage they come from."""
     start = time.perf_counter()
-    with _context(f"epoch {epoch}, {stage}"):
+    try:
         yield
+    except UserError as error:
+        raise reworded(error, f"epoch {epoch}, {stage}: {error}") from error
     seconds[stage] = round(time.perf_counter() - start, 3)
 
 
@@ -277,11 +75,11 @@ def check_features(features: np.ndarray, readable: np.ndarray | None) -> list[st
     return []
 
 
-def _within(assignment: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
-    return assignment if readable is None else assignment[readable]
+def _within(values: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
+    return values if readable is None else values[readable]
 
 
-def run_epoch(
+def cluster_images(
     epoch: int,
     seed: int,
     parts: Components,
@@ -289,35 +87,42 @@ def run_epoch(
     previous: np.ndarray | None,
     reporter: Reporter,
     bad_images: BadImagePolicy,
+    seconds: dict[str, float],
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics.
+    """Steps 1-5 of an epoch: features, preprocessing, k-means, measures.
 
-    Images left out as unreadable (``data.on_bad_image = "skip"``) are clustered and
-    trained on by none of the steps; their assignment is -1.
+    Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics.
     """
-    seconds: dict[str, float] = {}
-    k = parts.clusterer.k
+    world, k = trainer.world, parts.clusterer.k
     with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
         features = extract_features(
             parts.backbone,
             parts.dataset,
             parts.preprocessors,
             sample_rng=epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
-            batch_size=trainer.optimizer.batch_size,
+            batch_size=trainer.optimizer.batch_size // world.size,
             device=trainer.devices.network,
             workers=trainer.workers,
             autocast=trainer.autocast,
             reporter=reporter,
             bad_images=bad_images,
+            world=world,
         )
         readable = bad_images.readable_mask()
-        warnings = check_features(features, readable)
+        rows = None if features is None else _within(features, readable)  # only on the main
+        warnings = world.run_on_main(lambda: check_features(rows, None))  # type: ignore[arg-type]
+        trainer.stop_if_asked("after the extraction pass")
     with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
         cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-        rows = _within(features, readable)
-        with reporter.stage(f"clustering {len(rows)} x {rows.shape[1]} into {k} clusters"):
-            clustering = parts.clusterer.cluster(rows, cluster_seed, trainer.devices.clusterer)
-        del features, rows
+
+        def cluster() -> Any:  # on the main process, which holds every row
+            assert rows is not None
+            with reporter.stage(f"clustering {len(rows)} x {rows.shape[1]} into {k} clusters"):
+                return parts.clusterer.cluster(rows, cluster_seed, trainer.devices.clusterer)
+
+        clustering = world.run_on_main(cluster)
+        features = rows = None  # the N x d matrix is not needed any more
+        trainer.stop_if_asked("after the clustering")
     assignment = np.full(len(parts.dataset), -1, dtype=np.int64)
     assignment[slice(None) if readable is None else readable] = clustering.assignments
     clustered = _within(assignment, readable)
@@ -337,128 +142,185 @@ def run_epoch(
         "cluster_size_min": sizes.min,
         "cluster_size_median": sizes.median,
         "cluster_size_max": sizes.max,
+        "skipped_images": len(bad_images.skipped),
+        "warnings": warnings,
     }
     for warning in warnings:
         reporter.warn(f"epoch {epoch}: {warning}; the network is not learning from these clusters")
+    return assignment, metrics
+
+
+def run_epoch(
+    epoch: int,
+    seed: int,
+    parts: Components,
+    trainer: Trainer,
+    previous: np.ndarray | None,
+    reporter: Reporter,
+    bad_images: BadImagePolicy,
+    recorder: Recorder | None = None,
+    resume: MidEpoch | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics.
+
+    Images left out as unreadable (``data.on_bad_image = "skip"``) are clustered and
+    trained on by none of the steps; their assignment is -1. An epoch stopped during its
+    training pass (``resume``) has its clusters already and continues where it stopped.
+    """
+    if resume is None:  # 1-5
+        seconds: dict[str, float] = {}
+        assignment, metrics = cluster_images(
+            epoch, seed, parts, trainer, previous, reporter, bad_images, seconds
+        )
+    else:
+        assignment, metrics, seconds = resume.assignment, resume.metrics, resume.seconds
+    readable = bad_images.readable_mask()
     with _stage(seconds, epoch, "train"):
         # 6-7: pseudo-labelled images, drawn uniformly over the non-empty clusters
-        drawn = parts.sampler.sample(clustered, epoch_rng(seed, epoch, _STREAM_SAMPLER))
+        drawn = parts.sampler.sample(
+            _within(assignment, readable), epoch_rng(seed, epoch, _STREAM_SAMPLER)
+        )
         indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
-        top_optimizer = trainer.new_top_layer(k)  # 8: new top layer, new momentum-free SGD
+        crops = epoch_rng(seed, epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
+        top_optimizer = trainer.new_top_layer(parts.clusterer.k)  # 8: new top layer, new SGD
+        progress = PassProgress()
+        if resume is not None:
+            resume.continue_pass(trainer, top_optimizer)
+            progress = resume.progress
+        save = _saver(recorder, epoch, assignment, metrics, seconds, top_optimizer, bad_images)
         metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
-            parts.dataset, indices, assignment, top_optimizer, reporter, bad_images
+            parts.dataset,
+            indices,
+            assignment,
+            crops,
+            top_optimizer,
+            reporter,
+            bad_images,
+            progress,
+            save,
         )
     metrics["train_samples"] = len(indices)
     metrics["skipped_images"] = len(bad_images.skipped)
-    metrics["warnings"] = warnings
-    seconds["total"] = round(sum(seconds.values()), 3)
+    seconds["total"] = round(sum(v for key, v in seconds.items() if key != "total"), 3)
     metrics["seconds"] = seconds
     return assignment, metrics
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def _saver(
+    recorder: Recorder | None,
+    epoch: int,
+    assignment: np.ndarray,
+    metrics: dict[str, Any],
+    seconds: dict[str, float],
+    top: torch.optim.SGD,
+    bad_images: BadImagePolicy,
+) -> Callable[[PassProgress], None]:
+    """What the training pass calls to write a mid-epoch checkpoint (nothing without a run)."""
 
+    def save(progress: PassProgress) -> None:
+        if recorder is not None:
+            partial = {k: v for k, v in metrics.items() if k != "train_loss"}
+            recorder.epoch_interrupted(
+                epoch, assignment, partial, dict(seconds), progress, top, bad_images.skipped
+            )
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    return save
 
 
 def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) -> RunDirectory:
     """Run (or resume) a whole DeepCluster training described by a validated recipe.
 
     The run holds an exclusive lock on its directory throughout. A folder without a
-    finished epoch is started afresh; one with a finished epoch needs ``resume``.
+    finished epoch is started afresh; one with a finished epoch needs ``resume``. Under
+    torchrun every process calls this; the main process (rank 0) writes the results.
 
     Raises:
         UserError: anything about the recipe, the data or the machine that the user can fix;
             all of these are checked before the first feature-extraction pass. A failure
             during an epoch names the epoch and the stage; the last finished epoch's
             checkpoint is kept.
+        RunStopped: SIGTERM or SIGUSR1 arrived; the saved state resumes the run.
     """
-    reporter = reporter or Reporter()
     run_cfg = recipe.run
     rundir = RunDirectory(Path(run_cfg.output_dir) / run_cfg.name)
     resolved = dumps(recipe)
+    reporter = reporter or Reporter()
 
     torch.manual_seed(run_cfg.seed)
     parts = build_components(recipe)
-    check_sizes(recipe, parts)
     devices = resolve_devices(run_cfg, parts.clusterer, reporter)
+    world = World.from_environment(devices.network.type == "cuda", run_cfg.collective_timeout)
+    if not world.is_main:
+        reporter = Reporter(quiet=True)  # one process reports
+    if world.device.type == "cuda":
+        devices = type(devices)(world.device, devices.clusterer, devices.amp_dtype)
+    check_sizes(recipe, parts, world.size)
     bad_images = BadImagePolicy(
         recipe.data.on_bad_image, recipe.data.max_bad_fraction, len(parts.dataset), {}, reporter
     )
     check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed, bad_images)
-    with rundir.open():
-        state = rundir.start(resolved, resume)
-        trainer = Trainer.create(recipe, parts.backbone, devices)
-        previous: np.ndarray | None = None
-        start_epoch = 0
-        if state is not None:
-            start_epoch = int(state["epoch"])
-            _restore(state, parts.backbone, trainer, rundir)
-            previous = rundir.load_assignment(start_epoch - 1)
-            bad_images.skipped.update(rundir.load_skipped())
-            rundir.truncate_metrics(start_epoch)
-            reporter.info(f"resuming {rundir.path} at epoch {start_epoch}")
-        else:
-            if resume:
-                reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
-            rundir.write_text("recipe.toml", resolved)
-            versions_json = json.dumps(versions(parts.origins), indent=2) + "\n"
-            rundir.write_text("versions.json", versions_json)
-            rundir.truncate_metrics(0)
-        reporter.info(
-            f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
-            f"device {devices.network} (clustering on {devices.clusterer})"
-        )
-        for epoch in range(start_epoch, run_cfg.epochs):
-            try:
-                previous, metrics = run_epoch(
-                    epoch, run_cfg.seed, parts, trainer, previous, reporter, bad_images
-                )
-            except UserError as error:
-                if bad_images.skipped:
-                    rundir.save_skipped(bad_images.skipped)
-                kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
-                raise UserError(f"{error}{kept}") from error
-            if bad_images.skipped:
-                rundir.save_skipped(bad_images.skipped)
-            rundir.save_assignment(epoch, previous)
-            rundir.append_metrics(metrics)
-            keep = run_cfg.checkpoint_every and (epoch + 1) % run_cfg.checkpoint_every == 0
-            rundir.save_checkpoint(  # 10: checkpoint, atomically
-                {
-                    "epoch": epoch + 1,
-                    "backbone": recipe.backbone.name,
-                    "k": parts.clusterer.k,
-                    "model": parts.backbone.state_dict(),
-                    "body_optimizer": trainer.body_optimizer.state_dict(),
-                    "rng": _rng_state(),
-                },
-                keep_epoch=epoch if keep else None,
+    stop = StopRequest()
+    finished = False
+    try:
+        with stop.listening(), world.on_main(rundir.open()):
+            state = world.run_on_main(lambda: rundir.start(resolved, resume))
+            trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
+            recorder = Recorder(
+                rundir,
+                world,
+                trainer,
+                recipe.backbone.name,
+                parts.clusterer.k,
+                run_cfg.checkpoint_every,
             )
-            reporter.epoch(metrics)
+            previous: np.ndarray | None = None
+            start_epoch, interrupted = 0, None
+            if state is not None:
+                start_epoch = int(state["epoch"])
+                interrupted = recorder.restore(state)
+                if start_epoch > 0:
+                    previous = world.run_on_main(lambda: rundir.load_assignment(start_epoch - 1))
+                bad_images.skipped.update(world.run_on_main(rundir.load_skipped))
+                world.run_on_main(lambda: rundir.truncate_metrics(start_epoch))
+                where = f" step {interrupted.progress.step}" if interrupted else ""
+                reporter.info(f"resuming {rundir.path} at epoch {start_epoch}{where}")
+            else:
+                if resume:
+                    reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
+                world.run_on_main(lambda: _start_files(rundir, resolved, parts))
+            reporter.info(
+                f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
+                f"device {devices.network} (clustering on {devices.clusterer})"
+                + (f", {world.size} processes" if world.size > 1 else "")
+            )
+            for epoch in range(start_epoch, run_cfg.epochs):
+                try:
+                    previous, metrics = run_epoch(
+                        epoch,
+                        run_cfg.seed,
+                        parts,
+                        trainer,
+                        previous,
+                        reporter,
+                        bad_images,
+                        recorder,
+                        interrupted,
+                    )
+                except UserError as error:
+                    if bad_images.skipped:
+                        world.run_on_main(lambda: rundir.save_skipped(bad_images.skipped))
+                    kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
+                    raise reworded(error, f"{error}{kept}") from error
+                interrupted = None
+                recorder.epoch_finished(epoch, previous, metrics, bad_images.skipped)
+                reporter.epoch(metrics)
+        finished = True
+    finally:
+        world.close(finished)
     return rundir
 
 
-def _restore(
-    state: dict[str, Any], backbone: Backbone, trainer: Trainer, rundir: RunDirectory
-) -> None:
-    """Load a checkpoint's model, body optimizer and RNG state into the run."""
-    try:
-        backbone.reset_top_layer(int(state["k"]))  # so that the saved top layer fits
-        backbone.load_state_dict(state["model"])
-        trainer.body_optimizer.load_state_dict(state["body_optimizer"])
-        _set_rng_state(state["rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise UserError(
-            f"--resume: {rundir.checkpoint_path} does not fit this recipe's model "
-            f"({str(error).splitlines()[0][:300]}); restore the run's own checkpoint, or start "
-            "a new run with --set run.name=<new-name>"
-        ) from error
+def _start_files(rundir: RunDirectory, resolved: str, parts: Components) -> None:
+    rundir.write_text("recipe.toml", resolved)
+    rundir.write_text("versions.json", json.dumps(versions(parts.origins), indent=2) + "\n")
+    rundir.truncate_metrics(0)

@@ -41,3 +41,29 @@ class BadImageError(UserError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot read image {path!r} ({reason}); remove or replace the file")
+
+
+class RunStopped(UserError):
+    """The run was asked to stop (SIGTERM, SIGUSR1) and saved a state to resume from.
+
+    The CLI exits with ``128 + signal number``, the shell's convention for a process ended
+    by that signal, so a scheduler sees the run did not finish.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(message)
+
+
+class MainProcessStopped(UserError):
+    """Raised on the other processes of a distributed run when the main process stopped with
+    an error; the main process has printed the message already."""
+
+
+def reworded(error: UserError, message: str) -> UserError:
+    """``error`` with a new message (context added), of a kind the CLI treats the same way."""
+    if isinstance(error, RunStopped):
+        return RunStopped(error.exit_code - 128, message)
+    if isinstance(error, MainProcessStopped):
+        return MainProcessStopped(message)
+    return UserError(message)

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from dcframe.bad_images import BadImagePolicy, MarkUnreadable, collate_readable
+from dcframe.distributed import World
 from dcframe.interfaces import Backbone, Dataset, Preprocessor
 from dcframe.progress import Reporter
 from dcframe.transforms import clustering_transform
@@ -30,7 +31,10 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     """Images ``indices`` of a dcframe dataset, transformed, each paired with a target.
 
     The target is ``targets[i]`` when targets are given (pseudo-labels for training),
-    else the dataset index itself (so extracted rows can be put back in place).
+    else the dataset index itself (so extracted rows can be put back in place). With
+    ``seeds``, item ``i``'s random transform draws from its own seed ``seeds[i]`` rather
+    than from the process's random stream: the same crop whichever process or worker
+    loads it, and whenever.
     """
 
     def __init__(
@@ -39,11 +43,13 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         transform: Callable[[Any], torch.Tensor],
         indices: np.ndarray,
         targets: np.ndarray | None = None,
+        seeds: np.ndarray | None = None,
     ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.indices = indices
         self.targets = targets
+        self.seeds = seeds
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -51,21 +57,42 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[i])
         target = index if self.targets is None else int(self.targets[i])
-        return self.transform(self.dataset.image(index)), target
+        image = self.dataset.image(index)
+        if self.seeds is None:
+            return self.transform(image), target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seeds[i]))
+            return self.transform(image), target
 
 
 def run_loader(
-    subset: ImageSubset, *, batch_size: int, workers: int, pin_memory: bool = False
+    subset: ImageSubset,
+    *,
+    workers: int,
+    batch_size: int = 1,
+    batch_sampler: list[np.ndarray] | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader[Any]:
     """Batches of ``(images, targets, unreadable)`` for a run's passes: an image the dataset
     cannot read becomes an entry of ``unreadable`` instead of an exception (see
-    :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch was readable."""
+    :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch was readable.
+
+    Batches are consecutive items (``batch_size``) or the given positions (``batch_sampler``).
+    The loader has a generator of its own, so creating it never advances the process's
+    random stream (which dropout draws from, and which a checkpoint restores).
+    """
+    sampling: dict[str, Any] = (
+        {"batch_size": batch_size}
+        if batch_sampler is None
+        else {"batch_sampler": [b.tolist() for b in batch_sampler]}
+    )
     return DataLoader(
         MarkUnreadable(subset),
-        batch_size=batch_size,
         num_workers=workers,
         pin_memory=pin_memory,
         collate_fn=collate_readable,
+        generator=torch.Generator().manual_seed(0),
+        **sampling,
     )
 
 
@@ -119,17 +146,22 @@ def extract_features(
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     bad_images: BadImagePolicy | None = None,
-) -> np.ndarray:
+    world: World | None = None,
+) -> np.ndarray | None:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
     Each preprocessing step is (re)fitted from scratch on a random sample of rows already
     passed through the steps before it. Images left out by ``bad_images`` (already, or
     found unreadable now) are not extracted; their rows hold zeros.
+
+    In a distributed run (``world``) every process embeds its share of the sample and of
+    the other images; the main process fits the chain, sends the fitted steps to every
+    process, and receives every row: it returns the matrix, the other processes None.
     """
+    world = world or World()
     n = len(dataset)
-    order = sample_rng.permutation(n)
     policy = bad_images or BadImagePolicy()
-    order = policy.readable(order)
+    order = policy.readable(sample_rng.permutation(n))
     fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
     sample, rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
     embed = functools.partial(
@@ -143,10 +175,82 @@ def extract_features(
         reporter=reporter,
         bad_images=policy,
     )
+    width = backbone.feature_dim
+    fitted = np.empty((len(sample), width), dtype=np.float32) if world.is_main else None
+    _embed_into(
+        world, embed, sample, lambda index: np.searchsorted(sample, index), fitted, [], width
+    )
+    policy.skipped.update(world.union(policy.skipped))
 
-    fitted = np.empty((len(sample), backbone.feature_dim), dtype=np.float32)
-    for index, features in embed(sample, description="fit sample"):
-        fitted[np.searchsorted(sample, index)] = features
+    kept: dict[str, np.ndarray] = {}
+
+    def fit_on_main() -> list[dict[str, Any]]:
+        assert fitted is not None
+        kept["rows"], kept["sample"] = _fit_chain(chain, fitted, sample, policy, sample_rng)
+        return [fitted_state(step) for step in chain]
+
+    states = world.run_on_main(fit_on_main)  # fitted once, the same on every process
+    if not world.is_main:
+        for step, state in zip(chain, states, strict=True):
+            load_fitted_state(step, state)
+    out_dim = _output_dim(chain, width)
+    out = None
+    if world.is_main:
+        out = np.zeros((n, out_dim), dtype=np.float32)  # rows of unreadable images stay zero
+        out[kept["sample"]] = kept.pop("rows")
+    _embed_into(world, embed, rest, lambda index: index, out, chain, out_dim)
+    policy.skipped.update(world.union(policy.skipped))
+    return out
+
+
+def _embed_into(
+    world: World,
+    embed: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
+    items: np.ndarray,
+    position: Callable[[np.ndarray], np.ndarray],
+    into: np.ndarray | None,
+    chain: list[Preprocessor],
+    width: int,
+) -> None:
+    """Embed this process's share of ``items`` (sorted dataset indices) through ``chain`` and
+    put the row of image ``i`` (``width`` floats) at ``into[position(i)]`` on the main
+    process."""
+    mine = world.shard(items)
+    description = "extract" if chain else "fit sample"
+    if not world.distributed:  # straight into place: no second copy of the rows
+        assert into is not None
+        for index, features in embed(mine, description=description):
+            into[position(index)] = _apply(chain, features)
+        return
+    local = np.zeros((len(mine), width), dtype=np.float32)
+    for index, features in embed(mine, description=description):
+        local[np.searchsorted(mine, index)] = _apply(chain, features)
+    world.gather_rows(position(mine), local, into)
+
+
+def fitted_state(step: Preprocessor) -> dict[str, Any]:
+    """What a fitted step learnt: its attributes but ``params`` (which every process has)."""
+    return {k: v for k, v in step.__getstate__().items() if k != "params"}  # type: ignore[attr-defined]
+
+
+def load_fitted_state(step: Preprocessor, state: dict[str, Any]) -> None:
+    """Make ``step`` the fitted step that :func:`fitted_state` described."""
+    restore = getattr(step, "__setstate__", None)
+    if restore is not None:
+        restore({**state, "params": step.params})
+    else:
+        step.__dict__.update(state)
+
+
+def _fit_chain(
+    chain: list[Preprocessor],
+    fitted: np.ndarray,
+    sample: np.ndarray,
+    policy: BadImagePolicy,
+    sample_rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit every step on the sample's rows (passed through the steps before it); returns
+    the transformed rows and the images they belong to."""
     if policy.skipped and len(readable := policy.readable(sample)) < len(sample):
         fitted = fitted[np.isin(sample, readable)]  # images found unreadable just now
         sample = readable
@@ -160,14 +264,7 @@ def extract_features(
             step.fit(fit_on)
             del fit_on
         fitted = _transform_in_blocks(step, fitted)
-
-    out_dim = fitted.shape[1] if len(sample) else _output_dim(chain, backbone.feature_dim)
-    out = np.zeros((n, out_dim), dtype=np.float32)  # rows of unreadable images stay zero
-    out[sample] = fitted
-    del fitted
-    for index, features in embed(rest, description="extract"):
-        out[index] = _apply(chain, features)
-    return out
+    return fitted, sample
 
 
 def _transform_in_blocks(step: Preprocessor, x: np.ndarray, block_rows: int = 16384) -> np.ndarray:

@@ -120,6 +120,11 @@ class Preprocessor(Component):
     ``fit`` sees a sample of rows (already passed through the previous steps); ``transform``
     then maps any number of rows, chunk by chunk, so the full feature matrix never has to
     exist at its original width.
+
+    In a distributed run the main process fits the step and sends what it learnt (its
+    attributes other than ``params``, through pickle) to the other processes: a step whose
+    fitted state holds unpicklable objects implements ``__getstate__``/``__setstate__``,
+    as :class:`~dcframe.components.preprocessors.PCAWhitening` does for its faiss matrix.
     """
 
     def fit_sample_size(self, num_samples: int) -> int:

@@ -62,6 +62,24 @@ class RunSection(Params):
         ge=0,
         description="Also keep the weights of every n-th epoch (0: only the latest checkpoint).",
     )
+    checkpoint_every_steps: int = Field(
+        0,
+        ge=0,
+        description="Also checkpoint every n training steps within an epoch, to resume a long "
+        "epoch where it stopped (0: only at the end of each epoch).",
+    )
+    sync_batchnorm: bool = Field(
+        False,
+        description="In a distributed run, BatchNorm statistics over the global batch of all "
+        "processes instead of each process's share (paper: one GPU, so off).",
+    )
+    collective_timeout: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="Seconds a distributed run's processes wait for each other (e.g. while the "
+        "main process clusters) before all of them stop with an error instead of hanging.",
+    )
 
     @field_validator("name")
     @classmethod

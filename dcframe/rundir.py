@@ -64,7 +64,14 @@ def versions(plugins: list[Origin]) -> dict[str, Any]:
 
 # What a resumed run may change: the length of the run, where its folder is (a run moved to
 # another disk) and how many loader processes it uses; nothing that changes the results.
-RESUME_MAY_CHANGE = ("epochs", "name", "output_dir", "workers")
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "name",
+    "output_dir",
+    "workers",
+    "checkpoint_every_steps",
+    "collective_timeout",
+)
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
 

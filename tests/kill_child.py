@@ -7,7 +7,11 @@ middle of the CALL-th (1-based) occurrence of STAGE:
 * ``extract``: after two batches of an extraction pass;
 * ``cluster``: on entering the k-means;
 * ``train``: after two batches of a training pass;
-* ``checkpoint``: after writing the first 1,000 bytes of ``checkpoint.pt``.
+* ``checkpoint``: after writing the first 1,000 bytes of ``checkpoint.pt``;
+* ``sigterm``: like ``train``, but the process sends itself SIGTERM (a scheduler's stop
+  request) instead, and goes on.
+
+Under torchrun, only the process whose rank is ``$KILL_RANK`` (default: every one) acts.
 """
 
 from __future__ import annotations
@@ -20,20 +24,22 @@ from typing import Any
 
 import torch
 
-from dcframe import engine, extraction
+from dcframe import extraction, training
 from dcframe.cli import main
 from dcframe.components.clusterers import FaissKMeans
 
 calls = {"n": 0}
+SIGNAL = {"sig": signal.SIGKILL}
 
 
 def die_on_call(wanted: int) -> bool:
     calls["n"] += 1
-    return calls["n"] == wanted
+    mine = os.environ.get("KILL_RANK") in (None, os.environ.get("RANK", "0"))
+    return mine and calls["n"] == wanted
 
 
 def kill() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), SIGNAL["sig"])
 
 
 def after_two_batches(original: Callable[..., Any], wanted: int) -> Callable[..., Any]:
@@ -68,9 +74,11 @@ class DyingLoader:
 def install(stage: str, wanted: int) -> None:
     if stage == "extract":
         extraction.embed_batches = after_two_batches(extraction.embed_batches, wanted)
-    elif stage == "train":
-        loader = engine.run_loader
-        engine.run_loader = lambda *a, **k: DyingLoader(loader(*a, **k), die_on_call(wanted))
+    elif stage in ("train", "sigterm"):
+        if stage == "sigterm":
+            SIGNAL["sig"] = signal.SIGTERM
+        loader = training.run_loader
+        training.run_loader = lambda *a, **k: DyingLoader(loader(*a, **k), die_on_call(wanted))
     elif stage == "cluster":
         original = FaissKMeans.cluster
 

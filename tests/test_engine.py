@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import metadata
 from pathlib import Path
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from dcframe import engine, recipe
+from dcframe import assembly, engine, recipe
 from dcframe.errors import UserError
 from dcframe.extraction import embed_batches, extract_features
 from dcframe.progress import Reporter
+from dcframe.training import Trainer
 
 QUIET = Reporter(quiet=True)
 
@@ -106,9 +108,9 @@ def test_unwritable_output_directory(tiny_recipe: Path, tmp_path: Path) -> None:
 
 def test_trainer_optimizers_and_top_layer(tiny_recipe: Path) -> None:
     resolved = recipe.load(tiny_recipe)
-    parts = engine.build_components(resolved)
-    devices = engine.resolve_devices(resolved.run, parts.clusterer, QUIET)
-    trainer = engine.Trainer.create(resolved, parts.backbone, devices)
+    parts = assembly.build_components(resolved)
+    devices = assembly.resolve_devices(resolved.run, parts.clusterer, QUIET)
+    trainer = Trainer.create(resolved, parts.backbone, devices)
     body = {id(p) for group in trainer.body_optimizer.param_groups for p in group["params"]}
     sobel = {id(p) for p in parts.backbone.sobel.parameters()}
     assert body and not body & sobel
@@ -129,12 +131,12 @@ def test_trainer_optimizers_and_top_layer(tiny_recipe: Path) -> None:
 
 def test_sampled_pca_keeps_rows_in_dataset_order(tiny_recipe: Path) -> None:
     resolved = recipe.load(tiny_recipe, ["preprocess.0.fit_sample=100"])
-    parts = engine.build_components(resolved)
+    parts = assembly.build_components(resolved)
     kwargs = dict(
         batch_size=64,
         device=torch.device("cpu"),
         workers=0,
-        autocast=engine.contextlib.nullcontext,
+        autocast=contextlib.nullcontext,
         reporter=QUIET,
     )
     features = extract_features(

@@ -6,6 +6,7 @@ message on stderr and exit with code 2; anything else is a bug: traceback, exit 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from typer.exceptions import TyperException
 
 from dcframe import __version__
 from dcframe.cli import data_cmd, eval_cmd, plugins_cmd, recipe_cmd, run_cmd
-from dcframe.errors import RecipeError, UserError
+from dcframe.errors import MainProcessStopped, RecipeError, RunStopped, UserError
 
 app = typer.Typer(
     name="dcframe",
@@ -76,10 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             err.print(escape(error.format_message()))
         return 2
+    except MainProcessStopped:
+        return 2  # the main process printed the message; one copy is enough
+    except RunStopped as error:
+        err.print(f"[yellow]stopped:[/yellow] {escape(str(error))}")
+        return error.exit_code
     except UserError as error:
         if _options["debug"]:
             err.print_exception()
         title = "recipe error" if isinstance(error, RecipeError) else "error"
+        if os.environ.get("RANK", "0") != "0":  # one of several processes: say which
+            title = f"rank {os.environ['RANK']}: {title}"
         err.print(f"[bold red]{title}:[/bold red] {escape(str(error))}")
         return 2
     except Exception:

@@ -115,6 +115,33 @@ class PCAWhitening(Preprocessor):
         self._pca = pca
         self._scale = self._scaling(scatter_eigenvalues.astype(np.float64) / num_rows)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable state (a distributed run fits once and sends the fitted step to every
+        process): the fitted projection as arrays instead of the faiss object."""
+        state = dict(self.__dict__)
+        if self._pca is not None:
+            faiss = import_faiss()
+            pca = self._pca
+            state["_pca"] = (
+                pca.d_in,
+                pca.d_out,
+                faiss.vector_to_array(pca.A),
+                faiss.vector_to_array(pca.b),
+            )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["_pca"] is not None:
+            faiss = import_faiss()
+            d_in, d_out, matrix, bias = state["_pca"]
+            # The same affine map faiss' PCAMatrix applies, so the results are bit-identical.
+            projection = faiss.LinearTransform(d_in, d_out, True)
+            faiss.copy_array_to_vector(matrix, projection.A)
+            faiss.copy_array_to_vector(bias, projection.b)
+            projection.is_trained = True
+            state = {**state, "_pca": projection}
+        self.__dict__.update(state)
+
     def _scaling(self, eigenvalues: np.ndarray) -> np.ndarray:
         """Per-component factors ``max(lambda, eps * lambda_max) ** power`` (see the class doc)."""
         largest = float(eigenvalues.max())

@@ -52,6 +52,14 @@ class ConvNetParams(BackboneParams):
         description="Width of fc6 and fc7, hence of the clustering feature (paper: 4096); at "
         "most 65,536, where fc7 alone holds 17 GB of weights.",
     )
+    dropout: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout probability in the classifier (paper: 0.5). Its masks are drawn "
+        "per process, so only with 0 does a multi-process run match a one-process run number "
+        "for number.",
+    )
 
 
 def scaled(channels: int, width: float) -> int:

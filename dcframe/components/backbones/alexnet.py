@@ -30,7 +30,7 @@ class AlexNet(ConvFcBackbone):
       conv3 384 3x3 pad 1; conv4 384 3x3 pad 1; conv5 256 3x3 pad 1, max-pool. Every conv is
       followed by BatchNorm and ReLU (no LRN); max-pools are 3x3 stride 2.
       Spatial sizes: 224 -> 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6.
-    * ``classifier``: Dropout 0.5, fc6 Linear(256*6*6 = 9216, fc_dim), ReLU, Dropout 0.5,
+    * ``classifier``: Dropout (``dropout``, 0.5), fc6 Linear(256*6*6 = 9216, fc_dim), ReLU, Dropout,
       fc7 Linear(fc_dim, fc_dim). The fc7 ReLU is :meth:`head_activation`, so :meth:`embed`
       returns fc7 before it (``feature_dim = fc_dim``, 4096 by default).
 
@@ -68,9 +68,9 @@ class AlexNet(ConvFcBackbone):
 
     def _make_classifier(self, flat_dim: int, fc_dim: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Dropout(0.5),
+            nn.Dropout(self.params.dropout),
             nn.Linear(flat_dim, fc_dim),
             nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
+            nn.Dropout(self.params.dropout),
             nn.Linear(fc_dim, fc_dim),
         )

@@ -37,7 +37,7 @@ class VGG16(ConvFcBackbone):
     * ``features``: 13 convs 3x3 pad 1, each followed by BatchNorm and ReLU, in blocks of
       64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3, each block closed by a 2x2 stride-2
       max-pool: 224 -> 112 -> 56 -> 28 -> 14 -> 7.
-    * ``classifier``: fc6 Linear(512*7*7 = 25088, fc_dim), ReLU, Dropout 0.5, fc7
+    * ``classifier``: fc6 Linear(512*7*7 = 25088, fc_dim), ReLU, Dropout (0.5 by default), fc7
       Linear(fc_dim, fc_dim) (one dropout only, as in the paper). :meth:`embed` returns fc7
       before its ReLU, which is :meth:`head_activation` (``feature_dim = fc_dim``).
 
@@ -76,6 +76,6 @@ class VGG16(ConvFcBackbone):
         return nn.Sequential(
             nn.Linear(flat_dim, fc_dim),
             nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
+            nn.Dropout(self.params.dropout),
             nn.Linear(fc_dim, fc_dim),
         )

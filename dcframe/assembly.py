@@ -1,0 +1,136 @@
+"""Assembling a run from its recipe: the components, the devices, and the checks that must
+pass before the first feature-extraction pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dcframe import registries
+from dcframe.bad_images import BadImagePolicy, Unreadable
+from dcframe.errors import BadImageError, UserError
+from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.params import Params
+from dcframe.progress import Reporter
+from dcframe.registry import Origin
+from dcframe.transforms import clustering_transform
+
+
+@dataclass
+class Components:
+    """The built components of a recipe and where each one came from."""
+
+    dataset: Dataset
+    backbone: Backbone
+    preprocessors: list[Preprocessor]
+    clusterer: Clusterer
+    sampler: Sampler
+    origins: list[Origin] = field(default_factory=list)
+
+
+def build_components(recipe: Any) -> Components:
+    """Instantiate every component of a validated recipe from its parameters model."""
+    origins: list[Origin] = []
+
+    def make(registry: Any, section: Params) -> Any:
+        entry = registry.get(section.name)  # type: ignore[attr-defined]
+        origins.append(entry.origin)
+        return entry.cls(section)
+
+    return Components(
+        dataset=make(registries.datasets, recipe.data),
+        backbone=make(registries.backbones, recipe.backbone),
+        preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
+        clusterer=make(registries.clusterers, recipe.clusterer),
+        sampler=make(registries.samplers, recipe.sampler),
+        origins=origins,
+    )
+
+
+# ------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Where the network runs and where the clusterer runs."""
+
+    network: torch.device
+    clusterer: str
+    amp_dtype: torch.dtype | None
+
+
+def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devices:
+    """Pick devices from ``run.device``; impossible requests fail before any work.
+
+    The network device is plain "cuda" here; a distributed run then binds each process to
+    its own GPU (:meth:`dcframe.distributed.World.from_environment`).
+    """
+    has_cuda = torch.cuda.is_available()
+    if run.device == "cuda" and not has_cuda:
+        raise UserError(
+            "run.device: 'cuda' requested but PyTorch sees no CUDA device; "
+            "use --set run.device=cpu (or auto)"
+        )
+    use_cuda = run.device == "cuda" or (run.device == "auto" and has_cuda)
+    cluster_device = "cpu"
+    if use_cuda:
+        if "cuda" in clusterer.available_devices():
+            cluster_device = "cuda"
+        elif run.device == "cuda" and "cuda" in type(clusterer).devices:
+            raise UserError(
+                "run.device: 'cuda' requested but the clusterer cannot use the GPU here "
+                "(for faiss-kmeans install faiss-gpu: pip install 'dcframe[gpu]'); "
+                "or use --set run.device=auto to cluster on the CPU"
+            )
+        else:
+            reporter.info("clustering on the CPU (the clusterer has no GPU support here)")
+    if run.amp != "off" and not use_cuda:
+        raise UserError("run.amp: autocast is for CUDA only; use --set run.amp=off on the CPU")
+    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
+    return Devices(torch.device("cuda" if use_cuda else "cpu"), cluster_device, amp)
+
+
+def check_sizes(recipe: Any, parts: Components, processes: int) -> None:
+    """Size checks that would otherwise fail after a full extraction pass."""
+    n = len(parts.dataset)
+    problems = []
+    batch = recipe.optimizer.batch_size
+    if batch % processes:
+        low = batch // processes * processes or processes
+        problems.append(
+            f"optimizer.batch_size: {batch} images per step (the global batch) do not split "
+            f"evenly over {processes} processes; use a multiple of {processes}, e.g. "
+            f"--set optimizer.batch_size={low}"
+        )
+    if parts.clusterer.k > n:
+        problems.append(
+            f"clusterer.k: {parts.clusterer.k} clusters but the dataset has only {n} images; "
+            f"set clusterer.k <= {n}, e.g. --set clusterer.k={max(2, n // 10)}"
+        )
+    dim = parts.backbone.feature_dim
+    for i, step in enumerate(parts.preprocessors):
+        problems += [f"preprocess[{i}].{p}" for p in step.check_sizes(n, dim)]
+        dim = step.output_dim(dim)
+    if problems:
+        raise UserError("the recipe does not fit the data:\n  " + "\n  ".join(problems))
+
+
+def check_images(
+    dataset: Dataset, input_size: int, seed: int, bad_images: BadImagePolicy, count: int = 8
+) -> None:
+    """Open a few images (first, last and random ones) to fail early on unreadable data."""
+    n = len(dataset)
+    picks = {0, n - 1, *np.random.default_rng(seed).integers(0, n, size=count).tolist()}
+    transform = clustering_transform(input_size)
+    for index in sorted(picks):
+        try:
+            transform(dataset.image(index))
+        except BadImageError as error:
+            try:
+                bad_images.check([Unreadable(index, error.path, error.reason)])
+            except UserError as refused:
+                where = "checking a few images before the first epoch"
+                raise UserError(f"{where}: {refused}") from refused

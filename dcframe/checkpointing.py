@@ -1,0 +1,173 @@
+"""What a run saves and restores: its whole state at the end of an epoch, or within one.
+
+``checkpoint.pt`` always holds ``epoch`` (epochs finished), the model (top layer included),
+the body optimizer and the random state. A checkpoint written during a training pass
+(every ``run.checkpoint_every_steps`` steps, or on a stop signal) also holds ``step`` (steps
+done in epoch ``epoch``) and ``partial``: that epoch's clustering metrics, timings, the
+loss so far and the top layer's optimizer; the epoch's assignment is saved beside it. A
+resumed run then skips the epoch's clustering and continues training at that step, to the
+same result as a run that was never stopped.
+
+Everything is written by the main process only, while the others wait
+(:meth:`dcframe.distributed.World.run_on_main`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dcframe.distributed import World
+from dcframe.errors import UserError
+from dcframe.rundir import RunDirectory
+from dcframe.training import PassProgress, Trainer
+
+TOP_LAYER = "top_layer."
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class MidEpoch:
+    """An epoch whose training pass stopped at ``progress.step``: what resuming it needs."""
+
+    assignment: np.ndarray
+    metrics: dict[str, Any]
+    seconds: dict[str, float]
+    progress: PassProgress
+    top_layer: dict[str, torch.Tensor]
+    top_optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+    def continue_pass(self, trainer: Trainer, top: torch.optim.SGD) -> None:
+        """Put the new top layer, its optimizer and the random state back as they were."""
+        assert trainer.backbone.top_layer is not None
+        trainer.backbone.top_layer.load_state_dict(self.top_layer)
+        top.load_state_dict(self.top_optimizer)
+        set_rng_state(self.rng)
+
+
+@dataclass
+class Recorder:
+    """Saves a run's results and state; the main process writes, the others wait."""
+
+    rundir: RunDirectory
+    world: World
+    trainer: Trainer
+    backbone_name: str
+    k: int
+    keep_every: int
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "backbone": self.backbone_name,
+            "k": self.k,
+            "model": self.trainer.backbone.state_dict(),
+            "body_optimizer": self.trainer.body_optimizer.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def epoch_finished(
+        self, epoch: int, assignment: np.ndarray, metrics: dict[str, Any], skipped: dict[int, Any]
+    ) -> None:
+        """10: the epoch's assignment, metrics and checkpoint, in the order a resume relies on."""
+
+        def write() -> None:
+            if skipped:
+                self.rundir.save_skipped(skipped)
+            self.rundir.save_assignment(epoch, assignment)
+            self.rundir.append_metrics(metrics)
+            keep = self.keep_every and (epoch + 1) % self.keep_every == 0
+            self.rundir.save_checkpoint(self._state(epoch + 1), epoch if keep else None)
+
+        self.world.run_on_main(write)
+
+    def epoch_interrupted(
+        self,
+        epoch: int,
+        assignment: np.ndarray,
+        metrics: dict[str, Any],
+        seconds: dict[str, float],
+        progress: PassProgress,
+        top: torch.optim.SGD,
+        skipped: dict[int, Any],
+    ) -> None:
+        """A mid-epoch checkpoint: the state after ``progress.step`` training steps."""
+        loss_sum, seen = self.trainer.totals(progress)  # over every process
+
+        def write() -> None:
+            if skipped:
+                self.rundir.save_skipped(skipped)
+            self.rundir.save_assignment(epoch, assignment)
+            partial = {
+                "metrics": metrics,
+                "seconds": seconds,
+                "loss_sum": loss_sum,
+                "seen": seen,
+                "top_optimizer": top.state_dict(),
+            }
+            self.rundir.save_checkpoint(
+                {**self._state(epoch), "step": progress.step, "partial": partial}
+            )
+
+        self.world.run_on_main(write)
+
+    def restore(self, state: dict[str, Any]) -> MidEpoch | None:
+        """Load a checkpoint into the run; the interrupted epoch's pass, if it was one.
+
+        Raises:
+            UserError: the checkpoint does not fit this recipe's model.
+        """
+        backbone = self.trainer.backbone
+        try:
+            backbone.reset_top_layer(int(state["k"]))  # so that the saved top layer fits
+            backbone.load_state_dict(state["model"])
+            self.trainer.body_optimizer.load_state_dict(state["body_optimizer"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise UserError(
+                f"--resume: {self.rundir.checkpoint_path} does not fit this recipe's model "
+                f"({str(error).splitlines()[0][:300]}); restore the run's own checkpoint, or "
+                "start a new run with --set run.name=<new-name>"
+            ) from error
+        if "step" not in state:
+            return None
+        epoch, partial = int(state["epoch"]), state["partial"]
+        # Every process resumes with the totals so far on the main process only, so that
+        # the totals over processes stay right whatever the number of processes.
+        main = self.world.is_main
+        progress = PassProgress(
+            int(state["step"]),
+            float(partial["loss_sum"]) if main else 0.0,
+            int(partial["seen"]) if main else 0,
+        )
+        top = {
+            k.removeprefix(TOP_LAYER): v
+            for k, v in state["model"].items()
+            if k.startswith(TOP_LAYER)
+        }
+        assignment = self.world.run_on_main(lambda: self.rundir.load_assignment(epoch))
+        return MidEpoch(
+            assignment,
+            dict(partial["metrics"]),
+            dict(partial["seconds"]),
+            progress,
+            top,
+            partial["top_optimizer"],
+            state["rng"],
+        )

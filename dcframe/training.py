@@ -1,0 +1,257 @@
+"""The training half of an epoch: the network, its optimizers, and one pass over the sample.
+
+In a distributed run every process trains a :class:`~torch.nn.parallel.DistributedDataParallel`
+copy of the network on its share of each global batch (``optimizer.batch_size`` is the global
+batch, split evenly); gradients are averaged so that every process takes the same step.
+Each sample's augmentation is drawn from its own seed, so a sample is cropped alike however
+many processes there are, and a pass resumed mid-epoch sees the same crops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcframe.assembly import Devices
+from dcframe.bad_images import BadImagePolicy
+from dcframe.batchnorm import synchronise_batchnorm
+from dcframe.distributed import World
+from dcframe.errors import RunStopped, UserError
+from dcframe.extraction import ImageSubset, run_loader
+from dcframe.interfaces import Backbone, Dataset
+from dcframe.progress import Reporter
+from dcframe.transforms import training_transform
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass
+class StopRequest:
+    """SIGTERM or SIGUSR1 (a scheduler's preemption notice): stop at the next training step,
+    after saving a state to resume from."""
+
+    signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """Catch the stop signals for the block (only the main thread may install handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def stopped(self, where: str) -> RunStopped:
+        """The error that ends the run; the signal may have reached another process only."""
+        self.signum = self.signum or signal.SIGTERM
+        name = signal.Signals(self.signum).name
+        return RunStopped(self.signum, f"stopped by {name} {where}; continue the run with --resume")
+
+
+@dataclass
+class PassProgress:
+    """How far one epoch's training pass got (what a mid-epoch checkpoint records).
+
+    Attributes:
+        step: Steps done.
+        loss_sum: Sum of the per-sample losses this process has seen.
+        seen: Samples this process has trained on.
+    """
+
+    step: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+
+
+@dataclass
+class Trainer:
+    """The network, its persistent body optimizer and the settings of the training pass."""
+
+    backbone: Backbone
+    body_optimizer: torch.optim.SGD
+    optimizer: Any
+    devices: Devices
+    workers: int
+    transform: Any
+    world: World = field(default_factory=World)
+    stop: StopRequest = field(default_factory=StopRequest)
+    checkpoint_every_steps: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        recipe: Any,
+        backbone: Backbone,
+        devices: Devices,
+        world: World | None = None,
+        stop: StopRequest | None = None,
+    ) -> Trainer:
+        """Move the net to its device and build the body SGD, which lives for the whole run."""
+        world = world or World()
+        opt = recipe.optimizer
+        backbone.to(devices.network)
+        if recipe.run.sync_batchnorm and world.size > 1:
+            synchronise_batchnorm(backbone, on_gpu=devices.network.type == "cuda")
+        body = torch.optim.SGD(
+            backbone.body_parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+        )
+        transform = training_transform(
+            backbone.input_size, recipe.augment.crop_scale_min, recipe.augment.horizontal_flip
+        )
+        return cls(
+            backbone,
+            body,
+            opt,
+            devices,
+            recipe.run.workers,
+            transform,
+            world,
+            stop or StopRequest(),
+            recipe.run.checkpoint_every_steps,
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.devices.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.devices.amp_dtype)
+
+    def new_top_layer(self, k: int) -> torch.optim.SGD:
+        """Fresh top layer (N(0, 0.01), bias 0) and its momentum-free SGD, rebuilt every epoch."""
+        top = self.backbone.reset_top_layer(k)
+        return torch.optim.SGD(
+            top.parameters(), lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay
+        )
+
+    def steps(self, num_samples: int) -> list[np.ndarray]:
+        """This process's positions in the sample for every step: its share of each global batch."""
+        size = self.optimizer.batch_size
+        return [
+            self.world.shard(np.arange(start, min(start + size, num_samples)))
+            for start in range(0, num_samples, size)
+        ]
+
+    def _parallel(self) -> nn.Module:
+        """The module the pass runs: the network itself, or its DDP wrapper across processes.
+
+        Built anew every epoch, since the top layer is new; DDP's construction broadcasts
+        the main process's weights, so the new top layer is the same on every process.
+        """
+        if not self.world.distributed:
+            return self.backbone
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = self.devices.network.type == "cuda"
+        ids = [self.devices.network] if on_gpu else None
+        return DistributedDataParallel(self.backbone, device_ids=ids)
+
+    def train_pass(
+        self,
+        dataset: Dataset,
+        indices: np.ndarray,
+        targets: np.ndarray,
+        seeds: np.ndarray,
+        top: torch.optim.SGD,
+        reporter: Reporter,
+        bad_images: BadImagePolicy,
+        progress: PassProgress,
+        save: Callable[[PassProgress], None],
+    ) -> float:
+        """One pass over ``indices`` with cross-entropy on the pseudo-labels; the mean loss.
+
+        Starts at ``progress.step`` (a resumed pass) and calls ``save`` every
+        ``checkpoint_every_steps`` steps and when a stop signal arrives.
+
+        Raises:
+            UserError: the loss became NaN or infinite on some process (the run diverged).
+            RunStopped: a stop signal arrived; ``save`` has recorded the progress.
+        """
+        self.backbone.train()
+        model = self._parallel()
+        plan = self.steps(len(indices))
+        loader = run_loader(
+            ImageSubset(dataset, self.transform, indices, targets[indices], seeds),
+            batch_sampler=plan[progress.step :],
+            workers=self.workers,
+            pin_memory=self.devices.network.type == "cuda",
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
+        loss_fn = nn.CrossEntropyLoss()
+        batch = self.optimizer.batch_size
+        for images, labels, unreadable in reporter.track(loader, len(loader), "training"):
+            bad_images.check(unreadable)
+            if images is None:
+                continue
+            images = images.to(self.devices.network, non_blocking=True)
+            labels = labels.to(self.devices.network, non_blocking=True)
+            global_batch = min(batch, len(indices) - progress.step * batch)
+            with self.autocast():
+                mean = loss_fn(model(images), labels)
+            # DDP averages gradients over processes; weighting each process's mean by its
+            # share of the global batch makes that average the global batch's mean (the
+            # factor is exactly 1 in one process and when the batch splits evenly).
+            share = len(labels) * self.world.size / global_batch
+            self.body_optimizer.zero_grad(set_to_none=True)
+            top.zero_grad(set_to_none=True)
+            scaler.scale(mean * share).backward()
+            scaler.step(self.body_optimizer)
+            scaler.step(top)
+            scaler.update()
+            value = mean.item()
+            stop, diverged = self.world.sum(
+                float(self.stop.requested), float(not math.isfinite(value))
+            )
+            if diverged:
+                shown = value if not math.isfinite(value) else "not finite on another process"
+                raise UserError(
+                    f"training step {progress.step}: the loss is {shown}; the run diverged. "
+                    f"Start a new run with a lower optimizer.lr (now {self.optimizer.lr:g}) or "
+                    f"optimizer.weight_decay (now {self.optimizer.weight_decay:g}), e.g. "
+                    f"--set optimizer.lr={self.optimizer.lr / 10:g} --set run.name=<new-name>"
+                )
+            progress.loss_sum += value * len(labels)
+            progress.seen += len(labels)
+            progress.step += 1
+            every = self.checkpoint_every_steps
+            if stop or (every and progress.step % every == 0 and progress.step < len(plan)):
+                save(progress)
+            if stop:
+                raise self.stop.stopped(f"at training step {progress.step}")
+        loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
+        return loss_sum / max(seen, 1)
+
+    def stop_if_asked(self, where: str) -> None:
+        """Honour a stop signal between stages (the last checkpoint is the one to resume from).
+
+        Raises:
+            RunStopped: some process received SIGTERM or SIGUSR1.
+        """
+        if self.world.any(self.stop.requested):
+            raise self.stop.stopped(where)
+
+    def totals(self, progress: PassProgress) -> tuple[float, int]:
+        """The loss sum and sample count of the pass so far, over all processes."""
+        loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
+        return loss_sum, int(seen)

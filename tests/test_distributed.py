@@ -1,0 +1,238 @@
+"""Issue 10: DeepCluster over several processes (torchrun, gloo on the CPU) against one process.
+
+The equality runs use ``run.sync_batchnorm = true`` and ``backbone.dropout = 0``: with both,
+a distributed run computes what one process computes, up to float summation order; without
+them, BatchNorm statistics and dropout masks are per process, as in any DDP training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY_RECIPE
+
+pytestmark = pytest.mark.slow
+
+CHILD = str(Path(__file__).with_name("kill_child.py"))
+EXACT = ["--set", "run.sync_batchnorm=true", "--set", "backbone.dropout=0.0"]
+WEIGHTS_ATOL = 1e-5  # float summation order (all-reduce, split batches) differs, nothing else
+
+
+def dcframe(
+    *args: str, nproc: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``dcframe ARGS`` in one process, or under ``torchrun --standalone`` with ``nproc``."""
+    launch = [sys.executable, "-m", "dcframe"]
+    if nproc > 1:
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "dcframe",
+        ]
+    return subprocess.run(
+        [*launch, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def torchrun_script(
+    script: str, *args: str, nproc: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        script,
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assignments(rundir: Path) -> list[np.ndarray]:
+    return [np.load(p) for p in sorted((rundir / "assignments").glob("epoch_*.npy"))]
+
+
+def records(rundir: Path) -> list[dict[str, object]]:
+    lines = (rundir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
+
+def same_results(left: Path, right: Path, exact: bool = False) -> None:
+    """Equal assignments and metric fields; weights equal (``exact``) or within tolerance."""
+    for a, b in zip(assignments(left), assignments(right), strict=True):
+        np.testing.assert_array_equal(a, b)
+    a_records, b_records = records(left), records(right)
+    assert [sorted(r) for r in a_records] == [sorted(r) for r in b_records]
+    for a, b in zip(a_records, b_records, strict=True):
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-5), key
+            else:
+                assert b[key] == value, key
+    a_model = torch.load(left / "checkpoint.pt", weights_only=True)["model"]
+    b_model = torch.load(right / "checkpoint.pt", weights_only=True)["model"]
+    assert a_model.keys() == b_model.keys()
+    for key, value in a_model.items():
+        if exact:
+            assert torch.equal(value, b_model[key]), key
+        else:
+            torch.testing.assert_close(b_model[key], value, rtol=0, atol=WEIGHTS_ATOL, msg=key)
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("distributed")
+    path = folder / "tiny.toml"
+    path.write_text(TINY_RECIPE.format(output_dir=folder / "runs"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_process(recipe_file: Path) -> Path:
+    """The reference: two epochs in one process."""
+    done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=one", *EXACT)
+    assert done.returncode == 0, done.stderr
+    return recipe_file.parent / "runs" / "one"
+
+
+def test_two_processes_equal_one_process(recipe_file: Path, one_process: Path) -> None:
+    done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=two", *EXACT, nproc=2)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [str(recipe_file.parent / "runs" / "two")]
+    same_results(one_process, recipe_file.parent / "runs" / "two")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_nodes_on_loopback_equal_one_process(recipe_file: Path, one_process: Path) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                "--rdzv-id=dcframe-test",
+                "--max-restarts=0",
+                "-m",
+                "dcframe",
+                "run",
+                str(recipe_file),
+                "--quiet",
+                "--set",
+                "run.name=nodes",
+                *EXACT,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(node.wait(timeout=600), node.stderr.read()) for node in nodes]  # type: ignore[union-attr]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    same_results(one_process, recipe_file.parent / "runs" / "nodes")
+
+
+@pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)], ids=["2-then-1", "1-then-2"])
+def test_resume_on_another_number_of_processes(
+    recipe_file: Path, one_process: Path, first: int, then: int
+) -> None:
+    name = f"--set=run.name=resumed-{first}-{then}"
+    done = dcframe(
+        "run", str(recipe_file), "--quiet", name, "--set", "run.epochs=1", *EXACT, nproc=first
+    )
+    assert done.returncode == 0, done.stderr
+    done = dcframe("run", str(recipe_file), "--quiet", "--resume", name, *EXACT, nproc=then)
+    assert done.returncode == 0, done.stderr
+    same_results(one_process, recipe_file.parent / "runs" / f"resumed-{first}-{then}")
+
+
+def test_a_killed_process_stops_the_others_and_the_run_resumes(
+    recipe_file: Path, one_process: Path
+) -> None:
+    args = ["run", str(recipe_file), "--quiet", "--set", "run.name=killed", *EXACT]
+    # Rank 1 dies by SIGKILL in epoch 1's training; torchrun must stop rank 0, which would
+    # otherwise wait in the gradient all-reduce (the subprocess timeout bounds the test).
+    killed = torchrun_script(CHILD, "train", "2", *args, nproc=2, env={"KILL_RANK": "1"})
+    assert killed.returncode != 0
+    assert "Signal 9 (SIGKILL)" in killed.stderr or "exitcode  : -9" in killed.stderr
+    rundir = recipe_file.parent / "runs" / "killed"
+    assert torch.load(rundir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = dcframe(*args, "--resume", nproc=2)
+    assert resumed.returncode == 0, resumed.stderr
+    same_results(one_process, rundir)
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path) -> None:
+    """One process, bit for bit: stopped by SIGTERM in epoch 1 after 3 of 6 steps."""
+    every = ["--set", "sampler.reassign=1.0", "--set", "run.checkpoint_every_steps=2"]
+    straight = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=straight", *every)
+    assert straight.returncode == 0, straight.stderr
+    args = ["run", str(recipe_file), "--quiet", "--set", "run.name=stopped", *every]
+    stopped = subprocess.run(
+        [sys.executable, CHILD, "sigterm", "2", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "stopped by SIGTERM at training step 3" in " ".join(stopped.stderr.split())
+    rundir = recipe_file.parent / "runs" / "stopped"
+    state = torch.load(rundir / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 3)
+    resumed = dcframe(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    same_results(recipe_file.parent / "runs" / "straight", rundir, exact=True)
+
+
+def test_sigterm_stops_every_process_and_the_run_resumes(
+    recipe_file: Path, one_process: Path
+) -> None:
+    """Two processes: SIGTERM reaches rank 0 only; both save (once) and stop, then resume."""
+    args = ["run", str(recipe_file), "--quiet", "--set", "run.name=preempted", *EXACT]
+    stopped = torchrun_script(CHILD, "sigterm", "2", *args, nproc=2, env={"KILL_RANK": "0"})
+    assert stopped.returncode != 0
+    assert "stopped by SIGTERM" in stopped.stderr
+    rundir = recipe_file.parent / "runs" / "preempted"
+    assert "step" in torch.load(rundir / "checkpoint.pt", weights_only=True)
+    resumed = dcframe(*args, "--resume", nproc=2)
+    assert resumed.returncode == 0, resumed.stderr
+    same_results(one_process, rundir)
