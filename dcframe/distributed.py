@@ -188,6 +188,19 @@ class World:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (on this process's collective device) summed over all processes."""
+        if self.distributed:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+        return tensor
+
+    def offset(self, count: int) -> int:
+        """Where this process's ``count`` items start in the concatenation of every process's
+        items, in rank order (the position of its first row in the global order)."""
+        counts = self.union({self.rank: count})
+        return sum(counts[rank] for rank in range(self.rank))
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on some process."""
         return self.sum(float(flag))[0] > 0

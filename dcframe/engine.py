@@ -29,7 +29,8 @@ from dcframe.bad_images import BadImagePolicy
 from dcframe.checkpointing import MidEpoch, Recorder
 from dcframe.distributed import World
 from dcframe.errors import UserError, reworded
-from dcframe.extraction import extract_features
+from dcframe.extraction import extract_feature_shards, extract_features
+from dcframe.features import GatheredFeatures, ShardedFeatures
 from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
@@ -57,24 +58,6 @@ def _stage(seconds: dict[str, float], epoch: int, stage: str) -> Iterator[None]:
     seconds[stage] = round(time.perf_counter() - start, 3)
 
 
-def check_features(features: np.ndarray, readable: np.ndarray | None) -> list[str]:
-    """Refuse NaN or inf features; warn when every image has the same feature.
-
-    Raises:
-        UserError: some feature is not finite (the network's weights have diverged).
-    """
-    rows = features if readable is None else features[readable]
-    if not np.isfinite(rows).all():
-        raise UserError(
-            "the features hold NaN or infinite values: the network's weights have diverged. "
-            "Start a new run with a lower optimizer.lr or optimizer.weight_decay "
-            "(--set run.name=<new-name>)"
-        )
-    if len(rows) > 1 and float(np.ptp(rows, axis=0).max()) == 0.0:
-        return ["feature collapse: every image has the same feature (zero variance)"]
-    return []
-
-
 def _within(values: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
     return values if readable is None else values[readable]
 
@@ -93,38 +76,19 @@ def cluster_images(
 
     Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics.
     """
-    world, k = trainer.world, parts.clusterer.k
+    k = parts.clusterer.k
     with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
-        features = extract_features(
-            parts.backbone,
-            parts.dataset,
-            parts.preprocessors,
-            sample_rng=epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
-            batch_size=trainer.optimizer.batch_size // world.size,
-            device=trainer.devices.network,
-            workers=trainer.workers,
-            autocast=trainer.autocast,
-            reporter=reporter,
-            bad_images=bad_images,
-            world=world,
-        )
+        features = _extract(epoch, seed, parts, trainer, reporter, bad_images)
         readable = bad_images.readable_mask()
-        rows = None if features is None else _within(features, readable)  # only on the main
-        warnings = world.run_on_main(lambda: check_features(rows, None))  # type: ignore[arg-type]
+        warnings = features.check()
         trainer.stop_if_asked("after the extraction pass")
     with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
         cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-
-        def cluster() -> Any:  # on the main process, which holds every row
-            assert rows is not None
-            with reporter.stage(f"clustering {len(rows)} x {rows.shape[1]} into {k} clusters"):
-                return parts.clusterer.cluster(rows, cluster_seed, trainer.devices.clusterer)
-
-        clustering = world.run_on_main(cluster)
-        features = rows = None  # the N x d matrix is not needed any more
+        assignment, objective = features.cluster(
+            parts.clusterer, cluster_seed, trainer.devices.clusterer, reporter
+        )
+        del features
         trainer.stop_if_asked("after the clustering")
-    assignment = np.full(len(parts.dataset), -1, dtype=np.int64)
-    assignment[slice(None) if readable is None else readable] = clustering.assignments
     clustered = _within(assignment, readable)
     labels = parts.dataset.labels  # 5: measure
     sizes = cluster_size_stats(clustered, k)
@@ -133,7 +97,7 @@ def cluster_images(
     before = None if previous is None else _within(previous, readable)
     metrics: dict[str, Any] = {
         "epoch": epoch,
-        "kmeans_objective": float(clustering.objective),
+        "kmeans_objective": objective,
         "nmi_vs_previous": None
         if before is None
         else nmi(before[before >= 0], clustered[before >= 0]),
@@ -148,6 +112,35 @@ def cluster_images(
     for warning in warnings:
         reporter.warn(f"epoch {epoch}: {warning}; the network is not learning from these clusters")
     return assignment, metrics
+
+
+def _extract(
+    epoch: int,
+    seed: int,
+    parts: Components,
+    trainer: Trainer,
+    reporter: Reporter,
+    bad_images: BadImagePolicy,
+) -> GatheredFeatures | ShardedFeatures:
+    """This epoch's features: gathered on the main process, or left where they were embedded
+    for a clusterer that clusters distributed."""
+    world = trainer.world
+    options: dict[str, Any] = {
+        "sample_rng": epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
+        "batch_size": trainer.optimizer.batch_size // world.size,
+        "device": trainer.devices.network,
+        "workers": trainer.workers,
+        "autocast": trainer.autocast,
+        "reporter": reporter,
+        "bad_images": bad_images,
+        "world": world,
+    }
+    inputs = (parts.backbone, parts.dataset, parts.preprocessors)
+    if parts.clusterer.distributed and world.distributed:
+        shard = extract_feature_shards(*inputs, **options)
+        return ShardedFeatures(shard, len(parts.dataset), world)
+    matrix = extract_features(*inputs, **options)
+    return GatheredFeatures(matrix, bad_images.readable_mask(), world)
 
 
 def run_epoch(

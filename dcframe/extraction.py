@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,15 @@ def _apply(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:
     return x
 
 
+@dataclass(frozen=True)
+class FeatureShard:
+    """One process's rows of the preprocessed features (for a clusterer that clusters the
+    rows where they are): ``rows[j]`` is the feature of image ``index[j]``."""
+
+    index: np.ndarray
+    rows: np.ndarray
+
+
 def extract_features(
     backbone: Backbone,
     dataset: Dataset,
@@ -158,9 +168,48 @@ def extract_features(
     the other images; the main process fits the chain, sends the fitted steps to every
     process, and receives every row: it returns the matrix, the other processes None.
     """
-    world = world or World()
+    args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
+    gathered, _ = _extract(*args, reporter, bad_images or BadImagePolicy(), world or World(), True)
+    return gathered
+
+
+def extract_feature_shards(
+    backbone: Backbone,
+    dataset: Dataset,
+    chain: list[Preprocessor],
+    *,
+    sample_rng: np.random.Generator,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    reporter: Reporter,
+    bad_images: BadImagePolicy,
+    world: World,
+) -> FeatureShard:
+    """As :func:`extract_features`, but every process keeps the rows it embedded (readable
+    images only): no process ever holds the N x d matrix."""
+    args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
+    _, shard = _extract(*args, reporter, bad_images, world, False)
+    assert shard is not None
+    return shard
+
+
+def _extract(
+    backbone: Backbone,
+    dataset: Dataset,
+    chain: list[Preprocessor],
+    sample_rng: np.random.Generator,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    reporter: Reporter,
+    policy: BadImagePolicy,
+    world: World,
+    gather: bool,
+) -> tuple[np.ndarray | None, FeatureShard | None]:
     n = len(dataset)
-    policy = bad_images or BadImagePolicy()
     order = policy.readable(sample_rng.permutation(n))
     fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
     sample, rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
@@ -177,9 +226,15 @@ def extract_features(
     )
     width = backbone.feature_dim
     fitted = np.empty((len(sample), width), dtype=np.float32) if world.is_main else None
-    _embed_into(
-        world, embed, sample, lambda index: np.searchsorted(sample, index), fitted, [], width
-    )
+
+    def in_sample(index: np.ndarray) -> np.ndarray:
+        return np.searchsorted(sample, index)
+
+    if gather:
+        _embed_into(world, embed, sample, in_sample, fitted, [], width)
+    else:  # keep this process's raw rows: they are transformed here once the chain is fitted
+        raw_index, raw = _embed_shard(world, embed, sample, [], width)
+        world.gather_rows(in_sample(raw_index), raw, fitted)
     policy.skipped.update(world.union(policy.skipped))
 
     kept: dict[str, np.ndarray] = {}
@@ -194,13 +249,37 @@ def extract_features(
         for step, state in zip(chain, states, strict=True):
             load_fitted_state(step, state)
     out_dim = _output_dim(chain, width)
+    if not gather:
+        rest_index, rest_rows = _embed_shard(world, embed, rest, chain, out_dim)
+        policy.skipped.update(world.union(policy.skipped))
+        index = np.concatenate([raw_index, rest_index])
+        rows = np.concatenate([_transform_chain(chain, raw), rest_rows])
+        order = np.argsort(index, kind="stable")
+        keep = order[~np.isin(index[order], list(policy.skipped))]
+        return None, FeatureShard(index[keep], rows[keep])
     out = None
     if world.is_main:
         out = np.zeros((n, out_dim), dtype=np.float32)  # rows of unreadable images stay zero
         out[kept["sample"]] = kept.pop("rows")
     _embed_into(world, embed, rest, lambda index: index, out, chain, out_dim)
     policy.skipped.update(world.union(policy.skipped))
-    return out
+    return out, None
+
+
+def _embed_shard(
+    world: World,
+    embed: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
+    items: np.ndarray,
+    chain: list[Preprocessor],
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """This process's share of ``items`` (sorted dataset indices) and their rows through
+    ``chain`` (``width`` floats; rows of unreadable images stay zero)."""
+    mine = world.shard(items)
+    local = np.zeros((len(mine), width), dtype=np.float32)
+    for index, features in embed(mine, description="extract" if chain else "fit sample"):
+        local[np.searchsorted(mine, index)] = _apply(chain, features)
+    return mine, local
 
 
 def _embed_into(
@@ -215,17 +294,19 @@ def _embed_into(
     """Embed this process's share of ``items`` (sorted dataset indices) through ``chain`` and
     put the row of image ``i`` (``width`` floats) at ``into[position(i)]`` on the main
     process."""
-    mine = world.shard(items)
-    description = "extract" if chain else "fit sample"
     if not world.distributed:  # straight into place: no second copy of the rows
         assert into is not None
-        for index, features in embed(mine, description=description):
+        for index, features in embed(items, description="extract" if chain else "fit sample"):
             into[position(index)] = _apply(chain, features)
         return
-    local = np.zeros((len(mine), width), dtype=np.float32)
-    for index, features in embed(mine, description=description):
-        local[np.searchsorted(mine, index)] = _apply(chain, features)
+    mine, local = _embed_shard(world, embed, items, chain, width)
     world.gather_rows(position(mine), local, into)
+
+
+def _transform_chain(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:
+    for step in chain:
+        x = _transform_in_blocks(step, x)
+    return x
 
 
 def fitted_state(step: Preprocessor) -> dict[str, Any]:

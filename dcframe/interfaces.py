@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from torch import nn
 
 from dcframe.params import NoParams
 from dcframe.params import Params as ParamsModel
+
+if TYPE_CHECKING:
+    from dcframe.distributed import World
 
 
 def summary_of(cls: type) -> str:
@@ -190,9 +193,21 @@ class Clusterer(Component):
     def k(self) -> int:
         return self.params.k
 
+    #: Whether :meth:`cluster_shards` clusters a distributed run's rows where they are;
+    #: otherwise the rows are gathered on the main process, which calls :meth:`cluster`.
+    distributed: ClassVar[bool] = False
+
     @abstractmethod
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         """Cluster float32 rows ``x`` (N x d) with this seed on ``device`` ("cpu"/"cuda")."""
+
+    def cluster_shards(self, x: np.ndarray, seed: int, device: str, world: World) -> Clustering:
+        """Cluster the rows of every process of ``world`` together; ``x`` is this process's.
+
+        Called on every process at once, only when ``distributed`` is true. Returns the
+        assignments of this process's rows, and the global objective and centroids.
+        """
+        raise TypeError(f"{type(self).__name__} does not cluster distributed rows")
 
 
 # ----------------------------------------------------------------------------- samplers

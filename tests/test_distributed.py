@@ -236,3 +236,15 @@ def test_sigterm_stops_every_process_and_the_run_resumes(
     resumed = dcframe(*args, "--resume", nproc=2)
     assert resumed.returncode == 0, resumed.stderr
     same_results(one_process, rundir)
+
+
+def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_file: Path) -> None:
+    """torch-kmeans clusters where the rows are (no process holds them all), same result."""
+    pytest.importorskip("dcframe_torch_kmeans", reason="the dcframe-torch-kmeans plugin")
+    plugin = ["--set", "clusterer.name=torch-kmeans", *EXACT]
+    one = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=tk-one", *plugin)
+    assert one.returncode == 0, one.stderr
+    two = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=tk-two", *plugin, nproc=2)
+    assert two.returncode == 0, two.stderr
+    runs = recipe_file.parent / "runs"
+    same_results(runs / "tk-one", runs / "tk-two")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dcframe import engine, recipe
 from dcframe.errors import UserError
+from dcframe.features import check_features
 from dcframe.files import atomic_write_bytes
 from dcframe.progress import Reporter
 from dcframe.rundir import json_line
@@ -259,7 +260,9 @@ def test_finding_2_stale_lock_of_a_dead_run_does_not_block(tiny_recipe: Path) ->
 
 def test_finding_6_collapse_is_a_warning_and_metrics_stay_json() -> None:
     same = np.ones((5, 4), dtype=np.float32)
-    assert engine.check_features(same, None) == [
+    with pytest.raises(UserError, match="NaN or infinite"):
+        check_features(np.full((4, 3), np.nan, dtype=np.float32))
+    assert check_features(same) == [
         "feature collapse: every image has the same feature (zero variance)"
     ]
     line = json_line({"epoch": 0, "train_loss": float("nan"), "seconds": {"x": float("inf")}})

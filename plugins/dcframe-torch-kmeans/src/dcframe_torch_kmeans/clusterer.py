@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import ClassVar, Literal
 
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from dcframe.clustering import check_device, check_k, float32_rows
+from dcframe.distributed import World
+from dcframe.errors import UserError
 from dcframe.interfaces import Clusterer, ClustererParams, Clustering
 from dcframe.params import Params
 from dcframe_torch_kmeans.kmeans import kmeans_plus_plus_init, lloyd, random_init
@@ -83,6 +86,10 @@ class TorchKMeans(Clusterer):
     distances between the normalised rows and centroids, so the objective is
     ``sum(2 - 2 cos)``.
 
+    In a distributed run (``torchrun``) it clusters the rows where they are
+    (:meth:`cluster_shards`): every process keeps its share, and each iteration all-reduces
+    the per-cluster sums and counts (a ``k x d`` matrix), so no process holds all the rows.
+
     On CPU the same seed gives the same result on the same machine with the same number of
     threads (BLAS may round differently with another thread count). The initial rows and
     split donors are drawn from a CPU generator, so a seed picks the same ones on every
@@ -92,6 +99,7 @@ class TorchKMeans(Clusterer):
 
     Params: ClassVar[type[Params]] = TorchKMeansParams
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
+    distributed: ClassVar[bool] = True
     params: TorchKMeansParams
 
     @classmethod
@@ -136,3 +144,55 @@ class TorchKMeans(Clusterer):
             objective=run.objective,
             centroids=run.centroids.cpu().numpy(),
         )
+
+    def cluster_shards(self, x: np.ndarray, seed: int, device: str, world: World) -> Clustering:
+        """Distributed k-means: each process keeps its rows; per iteration the per-cluster
+        sums, counts and objective are all-reduced, and every process splits the same empty
+        clusters with the same generator, so all processes hold the same centroids.
+
+        The initial rows are those :meth:`cluster` would pick on all the rows together (the
+        rows of every process, in rank order), so the result equals the one-process result
+        up to float summation order.
+        """
+        check_device(type(self), device)
+        rows = float32_rows(x)
+        num_rows = int(world.sum(rows.shape[0])[0])
+        check_k(self.k, num_rows)
+        if world.any(not np.isfinite(rows).all()):
+            raise ValueError("cannot cluster rows containing NaN or infinite values")
+        if self.params.init != "random":
+            raise UserError(
+                "clusterer.init: 'k-means++' is not available when clustering distributed; "
+                "use init = 'random' (the paper's)"
+            )
+        generator = generator_for_seed(seed)
+        data = torch.from_numpy(rows).to(device)
+        spherical = self.params.metric == "spherical"
+        if spherical:
+            data = F.normalize(data, dim=1)
+        # random_init on the rows of all processes: each contributes the chosen rows it holds.
+        offset = world.offset(rows.shape[0])
+        chosen = torch.randperm(num_rows, generator=generator)[: self.k] - offset
+        mine = (chosen >= 0) & (chosen < rows.shape[0])
+        initial = torch.zeros(self.k, data.shape[1], dtype=data.dtype, device=data.device)
+        initial[mine.to(data.device)] = data[chosen[mine].to(data.device)]
+        reduce = functools.partial(_summed, world)
+        run = lloyd(
+            data,
+            reduce(initial),
+            iterations=self.params.iterations,
+            generator=generator,
+            batch_rows=self.params.batch_rows,
+            spherical=spherical,
+            total=reduce,
+        )
+        return Clustering(
+            assignments=run.assignments.cpu().numpy(),
+            objective=run.objective,
+            centroids=run.centroids.cpu().numpy(),
+        )
+
+
+def _summed(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over ``world``'s processes, back on its own device."""
+    return world.sum_tensor(tensor.to(world.device)).to(tensor.device)

@@ -8,6 +8,7 @@ and the same split donors whatever the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -232,6 +233,10 @@ def split_empty_clusters(
     return len(empty)
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 def lloyd(
     x: torch.Tensor,
     initial_centroids: torch.Tensor,
@@ -239,6 +244,7 @@ def lloyd(
     generator: torch.Generator,
     batch_rows: int,
     spherical: bool = False,
+    total: Callable[[torch.Tensor], torch.Tensor] = _local,
 ) -> KMeansRun:
     """Lloyd's k-means from the given centroids, then a final exact assignment.
 
@@ -259,6 +265,10 @@ def lloyd(
         generator: CPU generator for the empty-cluster splits.
         batch_rows: Rows per distance block (see :class:`NearestCentroids`).
         spherical: Normalise the centroids after every update.
+        total: Sums a tensor over every process holding a share of the rows (identity in
+            one process). Each iteration sums the per-cluster row sums, the counts and the
+            objective with it; with the same ``generator`` on every process, the splits
+            and so the centroids are the same everywhere.
 
     Returns:
         The final assignment and centroids, and per-iteration objectives and split counts.
@@ -273,10 +283,10 @@ def lloyd(
     splits: list[int] = []
     for _ in range(iterations):
         assignments, distances = nearest(centroids)
-        objectives.append(float(distances.sum(dtype=accumulate)))
+        objectives.append(float(total(distances.sum(dtype=accumulate))))
 
-        counts = torch.bincount(assignments, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centroids).index_add_(0, assignments, x)
+        counts = total(torch.bincount(assignments, minlength=k).to(x.dtype))
+        sums = total(torch.zeros_like(centroids).index_add_(0, assignments, x))
         # Empty clusters get 0 / 1 = a zero centroid here; the split overwrites it next.
         updated = sums / counts.clamp(min=1.0).unsqueeze(1)
         splits.append(split_empty_clusters(updated, counts, generator))
