@@ -104,7 +104,11 @@ class FaissKMeans(Clusterer):
         clus.spherical = False
         clus.verbose = self.params.verbose
 
-        if device == "cuda":
+        if device == "cuda" and faiss.get_num_gpus() > 1:
+            # Every GPU of the machine: in a distributed run the main process clusters
+            # while the other processes wait, so their GPUs are free for it.
+            index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(dim))
+        elif device == "cuda":
             # Kept in a local so the GPU resources outlive every use of the index.
             resources = faiss.StandardGpuResources()
             index = faiss.GpuIndexFlatL2(resources, dim)
