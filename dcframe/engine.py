@@ -9,6 +9,7 @@ runs in one process or in many (``torchrun``): what differs lives behind
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -246,7 +247,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     if not world.is_main:
         reporter = Reporter(quiet=True)  # one process reports
     if world.device.type == "cuda":
-        devices = type(devices)(world.device, devices.clusterer, devices.amp_dtype)
+        devices = dataclasses.replace(devices, network=world.device)
     check_sizes(recipe, parts, world.size)
     bad_images = BadImagePolicy(
         recipe.data.on_bad_image, recipe.data.max_bad_fraction, len(parts.dataset), {}, reporter
@@ -300,8 +301,9 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                         interrupted,
                     )
                 except UserError as error:
-                    if bad_images.skipped:
-                        world.run_on_main(lambda: rundir.save_skipped(bad_images.skipped))
+                    # No collective here: the error may have reached this process alone.
+                    if bad_images.skipped and world.is_main:
+                        rundir.save_skipped(bad_images.skipped)
                     kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
                     raise reworded(error, f"{error}{kept}") from error
                 interrupted = None
