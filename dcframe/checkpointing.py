@@ -80,6 +80,7 @@ class Recorder:
             "model": self.trainer.backbone.state_dict(),
             "body_optimizer": self.trainer.body_optimizer.state_dict(),
             "rng": rng_state(),
+            "grad_scaler": self.trainer.scaler.state_dict(),
         }
 
     def epoch_finished(
@@ -138,6 +139,8 @@ class Recorder:
             backbone.reset_top_layer(int(state["k"]))  # so that the saved top layer fits
             backbone.load_state_dict(state["model"])
             self.trainer.body_optimizer.load_state_dict(state["body_optimizer"])
+            if state.get("grad_scaler"):
+                self.trainer.scaler.load_state_dict(state["grad_scaler"])
             set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise UserError(

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from dcframe.progress import Reporter
 from dcframe.recipe import dumps
 from dcframe.rundir import RunDirectory, versions
 from dcframe.training import PassProgress, StopRequest, Trainer
+from dcframe.view_cache import GIB, ClusteringViewCache
 
 # Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
 # reproducible on its own, which is what makes a resumed run equal an uninterrupted one.
@@ -63,28 +65,45 @@ def _within(values: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
     return values if readable is None else values[readable]
 
 
+@dataclass
+class RunContext:
+    """What every epoch of a run works with, built once by :func:`run`.
+
+    Attributes:
+        seed: ``run.seed``, root of every epoch's random streams.
+        parts: The recipe's components.
+        trainer: The network, its optimizers, and the processes it trains on.
+        reporter: Progress and warnings.
+        bad_images: The bad-image policy and the images it left out.
+        recorder: Writes mid-epoch checkpoints (None outside a run directory).
+        view_cache: The clustering views cached so far (``run.view_cache_gib``), or None.
+    """
+
+    seed: int
+    parts: Components
+    trainer: Trainer
+    reporter: Reporter
+    bad_images: BadImagePolicy
+    recorder: Recorder | None = None
+    view_cache: ClusteringViewCache | None = None
+
+
 def cluster_images(
-    epoch: int,
-    seed: int,
-    parts: Components,
-    trainer: Trainer,
-    previous: np.ndarray | None,
-    reporter: Reporter,
-    bad_images: BadImagePolicy,
-    seconds: dict[str, float],
+    epoch: int, run: RunContext, previous: np.ndarray | None, seconds: dict[str, float]
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Steps 1-5 of an epoch: features, preprocessing, k-means, measures.
 
     Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics.
     """
+    parts, trainer, reporter, bad_images = run.parts, run.trainer, run.reporter, run.bad_images
     k = parts.clusterer.k
     with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
-        features = _extract(epoch, seed, parts, trainer, reporter, bad_images)
+        features = _extract(epoch, run)
         readable = bad_images.readable_mask()
         warnings = features.check()
         trainer.stop_if_asked("after the extraction pass")
     with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
-        cluster_seed = int(epoch_rng(seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
+        cluster_seed = int(epoch_rng(run.seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
         assignment, objective = features.cluster(
             parts.clusterer, cluster_seed, trainer.devices.clusterer, reporter
         )
@@ -115,45 +134,36 @@ def cluster_images(
     return assignment, metrics
 
 
-def _extract(
-    epoch: int,
-    seed: int,
-    parts: Components,
-    trainer: Trainer,
-    reporter: Reporter,
-    bad_images: BadImagePolicy,
-) -> GatheredFeatures | ShardedFeatures:
+def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
     """This epoch's features: gathered on the main process, or left where they were embedded
     for a clusterer that clusters distributed."""
-    world = trainer.world
+    trainer, parts, world = run.trainer, run.parts, run.trainer.world
     options: dict[str, Any] = {
-        "sample_rng": epoch_rng(seed, epoch, _STREAM_PCA_SAMPLE),
+        "sample_rng": epoch_rng(run.seed, epoch, _STREAM_PCA_SAMPLE),
         "batch_size": trainer.optimizer.batch_size // world.size,
         "device": trainer.devices.network,
         "workers": trainer.workers,
         "autocast": trainer.autocast,
-        "reporter": reporter,
-        "bad_images": bad_images,
+        "reporter": run.reporter,
+        "bad_images": run.bad_images,
         "world": world,
+        "view_cache": run.view_cache,
     }
     inputs = (parts.backbone, parts.dataset, parts.preprocessors)
+    features: GatheredFeatures | ShardedFeatures
     if parts.clusterer.distributed and world.distributed:
         shard = extract_feature_shards(*inputs, **options)
-        return ShardedFeatures(shard, len(parts.dataset), world)
-    matrix = extract_features(*inputs, **options)
-    return GatheredFeatures(matrix, bad_images.readable_mask(), world)
+        features = ShardedFeatures(shard, len(parts.dataset), world)
+    else:
+        matrix = extract_features(*inputs, **options)
+        features = GatheredFeatures(matrix, run.bad_images.readable_mask(), world)
+    if run.view_cache is not None:
+        run.view_cache.save()
+    return features
 
 
 def run_epoch(
-    epoch: int,
-    seed: int,
-    parts: Components,
-    trainer: Trainer,
-    previous: np.ndarray | None,
-    reporter: Reporter,
-    bad_images: BadImagePolicy,
-    recorder: Recorder | None = None,
-    resume: MidEpoch | None = None,
+    epoch: int, run: RunContext, previous: np.ndarray | None, resume: MidEpoch | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One DeepCluster epoch, in the paper's order; returns the assignment and the metrics.
 
@@ -161,34 +171,33 @@ def run_epoch(
     trained on by none of the steps; their assignment is -1. An epoch stopped during its
     training pass (``resume``) has its clusters already and continues where it stopped.
     """
+    parts, trainer, bad_images = run.parts, run.trainer, run.bad_images
     if resume is None:  # 1-5
         seconds: dict[str, float] = {}
-        assignment, metrics = cluster_images(
-            epoch, seed, parts, trainer, previous, reporter, bad_images, seconds
-        )
+        assignment, metrics = cluster_images(epoch, run, previous, seconds)
     else:
         assignment, metrics, seconds = resume.assignment, resume.metrics, resume.seconds
     readable = bad_images.readable_mask()
     with _stage(seconds, epoch, "train"):
         # 6-7: pseudo-labelled images, drawn uniformly over the non-empty clusters
         drawn = parts.sampler.sample(
-            _within(assignment, readable), epoch_rng(seed, epoch, _STREAM_SAMPLER)
+            _within(assignment, readable), epoch_rng(run.seed, epoch, _STREAM_SAMPLER)
         )
         indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
-        crops = epoch_rng(seed, epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
+        crops = epoch_rng(run.seed, epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
         top_optimizer = trainer.new_top_layer(parts.clusterer.k)  # 8: new top layer, new SGD
         progress = PassProgress()
         if resume is not None:
             resume.continue_pass(trainer, top_optimizer)
             progress = resume.progress
-        save = _saver(recorder, epoch, assignment, metrics, seconds, top_optimizer, bad_images)
+        save = _saver(run.recorder, epoch, assignment, metrics, seconds, top_optimizer, bad_images)
         metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
             parts.dataset,
             indices,
             assignment,
             crops,
             top_optimizer,
-            reporter,
+            run.reporter,
             bad_images,
             progress,
             save,
@@ -267,6 +276,15 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 parts.clusterer.k,
                 run_cfg.checkpoint_every,
             )
+            context = RunContext(
+                run_cfg.seed,
+                parts,
+                trainer,
+                reporter,
+                bad_images,
+                recorder,
+                _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
+            )
             previous: np.ndarray | None = None
             start_epoch, interrupted = 0, None
             if state is not None:
@@ -289,17 +307,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
             )
             for epoch in range(start_epoch, run_cfg.epochs):
                 try:
-                    previous, metrics = run_epoch(
-                        epoch,
-                        run_cfg.seed,
-                        parts,
-                        trainer,
-                        previous,
-                        reporter,
-                        bad_images,
-                        recorder,
-                        interrupted,
-                    )
+                    previous, metrics = run_epoch(epoch, context, previous, interrupted)
                 except UserError as error:
                     # No collective here: the error may have reached this process alone.
                     if bad_images.skipped and world.is_main:
@@ -313,6 +321,29 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     finally:
         world.close(finished)
     return rundir
+
+
+def _view_cache(
+    run_cfg: Any,
+    rundir: RunDirectory,
+    num_images: int,
+    parts: Components,
+    world: World,
+    reporter: Reporter,
+) -> ClusteringViewCache | None:
+    """The run's cache of clustering views, when ``run.view_cache_gib`` holds the dataset."""
+    if not run_cfg.view_cache_gib:
+        return None
+    size = parts.backbone.input_size
+    needed = ClusteringViewCache.bytes_needed(num_images, size)
+    if needed > run_cfg.view_cache_gib * GIB:
+        reporter.warn(
+            f"run.view_cache_gib: the clustering views of {num_images:,} images at {size} px "
+            f"need {needed / GIB:.2f} GiB, more than the {run_cfg.view_cache_gib:g} GiB allowed: "
+            "not cached"
+        )
+        return None
+    return ClusteringViewCache(rundir.path / "cache", num_images, size, str(world.rank))
 
 
 def _start_files(rundir: RunDirectory, resolved: str, parts: Components) -> None:

@@ -25,7 +25,8 @@ from dcframe.bad_images import BadImagePolicy, MarkUnreadable, collate_readable
 from dcframe.distributed import World
 from dcframe.interfaces import Backbone, Dataset, Preprocessor
 from dcframe.progress import Reporter
-from dcframe.transforms import clustering_transform
+from dcframe.transforms import PixelsOfClusteringView, clustering_transform, normalise_pixels
+from dcframe.view_cache import ClusteringViewCache
 
 
 class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
@@ -62,7 +63,9 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         if self.seeds is None:
             return self.transform(image), target
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seeds[i]))
+            # The CPU generator only: torch.manual_seed also seeds every accelerator
+            # backend, which costs a millisecond per call.
+            torch.default_generator.manual_seed(int(self.seeds[i]))
             return self.transform(image), target
 
 
@@ -110,23 +113,65 @@ def embed_batches(
     reporter: Reporter,
     description: str,
     bad_images: BadImagePolicy | None = None,
+    view_cache: ClusteringViewCache | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Clustering features (eval mode, no top layer) of ``indices``, batch by batch.
 
     Yields (dataset indices, float32 features) pairs of the readable images; unreadable
-    ones go to ``bad_images`` (default: fail at the first).
+    ones go to ``bad_images`` (default: fail at the first). With ``view_cache``, images
+    already cached are read from it and the others are decoded and stored in it.
     """
     backbone.eval()
     policy = bad_images or BadImagePolicy()
-    subset = ImageSubset(dataset, clustering_transform(backbone.input_size), indices)
-    loader = run_loader(subset, batch_size=batch_size, workers=workers)
-    for images, index, unreadable in reporter.track(loader, len(loader), description):
-        policy.check(unreadable)
-        if images is None:
-            continue
+    batches = (
+        _decoded_views(dataset, indices, backbone.input_size, batch_size, workers, policy)
+        if view_cache is None
+        else _cached_views(dataset, indices, view_cache, batch_size, workers, policy)
+    )
+    for index, images in reporter.track(batches, -(-len(indices) // batch_size), description):
         with autocast():
             features = backbone.embed(images.to(device, non_blocking=True))
-        yield index.numpy(), features.float().cpu().numpy()
+        yield index, features.float().cpu().numpy()
+
+
+def _decoded_views(
+    dataset: Dataset,
+    indices: np.ndarray,
+    size: int,
+    batch_size: int,
+    workers: int,
+    policy: BadImagePolicy,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(indices, normalised images) batches, every image decoded."""
+    subset = ImageSubset(dataset, clustering_transform(size), indices)
+    for images, index, unreadable in run_loader(subset, batch_size=batch_size, workers=workers):
+        policy.check(unreadable)
+        if images is not None:
+            yield index.numpy(), images
+
+
+def _cached_views(
+    dataset: Dataset,
+    indices: np.ndarray,
+    cache: ClusteringViewCache,
+    batch_size: int,
+    workers: int,
+    policy: BadImagePolicy,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(indices, normalised images) batches: first the images the cache lacks, decoded and
+    stored, then the cached ones, read in batches."""
+    size = cache.pixels.shape[1]
+    missing = indices[~cache.filled[indices]]
+    subset = ImageSubset(dataset, PixelsOfClusteringView(size), missing)
+    for pixels, index, unreadable in run_loader(subset, batch_size=batch_size, workers=workers):
+        policy.check(unreadable)
+        if pixels is not None:
+            cache.store(index.numpy(), pixels.numpy())
+            yield index.numpy(), normalise_pixels(pixels)
+    cached = indices[np.isin(indices, missing, invert=True)]
+    for start in range(0, len(cached), batch_size):
+        index = cached[start : start + batch_size]
+        yield index, normalise_pixels(torch.from_numpy(cache.pixels[index]))
 
 
 def _apply(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:
@@ -157,6 +202,7 @@ def extract_features(
     reporter: Reporter,
     bad_images: BadImagePolicy | None = None,
     world: World | None = None,
+    view_cache: ClusteringViewCache | None = None,
 ) -> np.ndarray | None:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
@@ -169,7 +215,8 @@ def extract_features(
     process, and receives every row: it returns the matrix, the other processes None.
     """
     args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
-    gathered, _ = _extract(*args, reporter, bad_images or BadImagePolicy(), world or World(), True)
+    policy = bad_images or BadImagePolicy()
+    gathered, _ = _extract(*args, reporter, policy, world or World(), True, view_cache)
     return gathered
 
 
@@ -186,11 +233,12 @@ def extract_feature_shards(
     reporter: Reporter,
     bad_images: BadImagePolicy,
     world: World,
+    view_cache: ClusteringViewCache | None = None,
 ) -> FeatureShard:
     """As :func:`extract_features`, but every process keeps the rows it embedded (readable
     images only): no process ever holds the N x d matrix."""
     args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
-    _, shard = _extract(*args, reporter, bad_images, world, False)
+    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache)
     assert shard is not None
     return shard
 
@@ -208,6 +256,7 @@ def _extract(
     policy: BadImagePolicy,
     world: World,
     gather: bool,
+    view_cache: ClusteringViewCache | None,
 ) -> tuple[np.ndarray | None, FeatureShard | None]:
     n = len(dataset)
     order = policy.readable(sample_rng.permutation(n))
@@ -223,6 +272,7 @@ def _extract(
         autocast=autocast,
         reporter=reporter,
         bad_images=policy,
+        view_cache=view_cache,
     )
     width = backbone.feature_dim
     fitted = np.empty((len(sample), width), dtype=np.float32) if world.is_main else None
@@ -241,7 +291,7 @@ def _extract(
 
     def fit_on_main() -> list[dict[str, Any]]:
         assert fitted is not None
-        kept["rows"], kept["sample"] = _fit_chain(chain, fitted, sample, policy, sample_rng)
+        kept["rows"], kept["sample"] = fit_chain(chain, fitted, sample, policy, sample_rng)
         return [fitted_state(step) for step in chain]
 
     states = world.run_on_main(fit_on_main)  # fitted once, the same on every process
@@ -323,7 +373,7 @@ def load_fitted_state(step: Preprocessor, state: dict[str, Any]) -> None:
         step.__dict__.update(state)
 
 
-def _fit_chain(
+def fit_chain(
     chain: list[Preprocessor],
     fitted: np.ndarray,
     sample: np.ndarray,

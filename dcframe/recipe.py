@@ -56,7 +56,11 @@ class RunSection(Params):
     amp: Literal["off", "bf16", "fp16"] = Field(
         "off", description="Autocast precision for extraction and training on CUDA."
     )
-    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    workers: int | str = Field(
+        0,
+        description="DataLoader worker processes that decode images, 0 to 64; 'auto': one "
+        "per core this process may use, less one, at most 8.",
+    )
     checkpoint_every: int = Field(
         0,
         ge=0,
@@ -72,6 +76,14 @@ class RunSection(Params):
         False,
         description="In a distributed run, BatchNorm statistics over the global batch of all "
         "processes instead of each process's share (paper: one GPU, so off).",
+    )
+    view_cache_gib: float = Field(
+        0.0,
+        ge=0,
+        le=1_000_000,
+        description="Memory-mapped cache of the clustering view (resized, centre-cropped uint8 "
+        "pixels) in the run directory, filled during the first epoch and read from then on, "
+        "when the whole dataset fits in this many GiB (0: off). Results are bit-identical.",
     )
     collective_timeout: float = Field(
         1800.0,
@@ -96,6 +108,13 @@ class RunSection(Params):
                 f"this one has {size}"
             )
         return name
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, workers: int | str) -> int | str:
+        if workers != "auto" and not (isinstance(workers, int) and 0 <= workers <= 64):
+            raise ValueError("a number of loader processes from 0 to 64, or 'auto'")
+        return workers
 
     @field_validator("output_dir")
     @classmethod

@@ -71,6 +71,7 @@ RESUME_MAY_CHANGE = (
     "workers",
     "checkpoint_every_steps",
     "collective_timeout",
+    "view_cache_gib",
 )
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
@@ -141,7 +142,9 @@ class RunDirectory:
                 "--set run.output_dir=/tmp/runs"
             ) from error
         with locked(self.path):
-            remove_temporaries(self.path, self.path / "assignments", self.path / "checkpoints")
+            remove_temporaries(
+                self.path, self.path / "assignments", self.path / "checkpoints", self.path / "cache"
+            )
             yield
 
     def start(self, resolved: str, resume: bool) -> dict[str, Any] | None:

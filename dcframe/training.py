@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +33,14 @@ from dcframe.progress import Reporter
 from dcframe.transforms import training_transform
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def loader_workers(setting: int | str) -> int:
+    """``run.workers``: a number, or "auto": one loader process per core this process may
+    use, less one for the main process, at most 8."""
+    if setting != "auto":
+        return int(setting)
+    return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
 
 
 @dataclass
@@ -96,6 +105,11 @@ class Trainer:
     world: World = field(default_factory=World)
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every_steps: int = 0
+    # fp16 loss scaling lives for the whole run (rebuilt per epoch, its scale would restart
+    # at 2**16 and skip the first steps of every epoch); disabled, it does nothing.
+    scaler: torch.amp.GradScaler = field(
+        default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False)
+    )
 
     @classmethod
     def create(
@@ -126,11 +140,12 @@ class Trainer:
             body,
             opt,
             devices,
-            recipe.run.workers,
+            loader_workers(recipe.run.workers),
             transform,
             world,
             stop or StopRequest(),
             recipe.run.checkpoint_every_steps,
+            torch.amp.GradScaler("cuda", enabled=devices.amp_dtype == torch.float16),
         )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -197,7 +212,7 @@ class Trainer:
             workers=self.workers,
             pin_memory=self.devices.network.type == "cuda",
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=self.devices.amp_dtype == torch.float16)
+        scaler = self.scaler
         loss_fn = nn.CrossEntropyLoss()
         batch = self.optimizer.batch_size
         for images, labels, unreadable in reporter.track(loader, len(loader), "training"):

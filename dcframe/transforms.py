@@ -9,6 +9,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+import torch
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,3 +48,29 @@ def training_transform(
     if horizontal_flip:
         steps.append(T.RandomHorizontalFlip())
     return T.Compose([*steps, *_normalise()])
+
+
+def clustering_view(input_size: int) -> Any:
+    """The deterministic part of :func:`clustering_transform`: resize and centre crop (PIL)."""
+    T = _tv()
+    return T.Compose([T.Resize(resize_size(input_size)), T.CenterCrop(input_size)])
+
+
+class PixelsOfClusteringView:
+    """An image's clustering view as a uint8 (height, width, 3) tensor, the form in which it is
+    cached; :func:`normalise_pixels` turns a batch of them into the network's input."""
+
+    def __init__(self, input_size: int) -> None:
+        self.view = clustering_view(input_size)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.view(image), dtype=np.uint8))
+
+
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """A (B, H, W, 3) uint8 batch as the normalised (B, 3, H, W) float input, computed with the
+    same operations, in the same order, as ToTensor then Normalize on each image (so the
+    result is bit-identical to :func:`clustering_transform`)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return pixels.permute(0, 3, 1, 2).contiguous().float().div(255).sub_(mean).div_(std)

@@ -1,0 +1,267 @@
+"""``dcframe bench``: every stage of an epoch timed against its floor, measured in the same run.
+
+On a slice of the recipe's own data and model, each dcframe stage is timed next to the
+fastest way to do its work with the same libraries, run by hand:
+
+* extraction against the forward pass on images already decoded into tensors in memory
+  (and against decoding, then forwarding, one after the other);
+* preprocessing + clustering against raw faiss (``PCAMatrix`` + ``Kmeans``) on the same
+  features;
+* training against a plain forward/backward/step loop on tensors in memory.
+
+Pairs run interleaved, ``repeat`` times, and the medians are reported with their ratio
+``floor / dcframe`` (1.0: dcframe is as fast as its floor). Ratios, not seconds, are the
+figures of merit: machines are shared and noisy. Seconds per image then project a full
+epoch of the recipe's dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcframe.assembly import Components, build_components, resolve_devices
+from dcframe.bad_images import BadImagePolicy
+from dcframe.clustering import import_faiss
+from dcframe.engine import epoch_rng
+from dcframe.extraction import ImageSubset, extract_features, fit_chain, run_loader
+from dcframe.interfaces import Dataset
+from dcframe.params import NoParams
+from dcframe.progress import Reporter
+from dcframe.training import PassProgress, Trainer
+from dcframe.transforms import clustering_transform
+from dcframe.view_cache import ClusteringViewCache
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """One row of the table: a dcframe stage and its floor, median seconds."""
+
+    stage: str
+    dcframe_s: float
+    floor: str
+    floor_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.floor_s / self.dcframe_s if self.dcframe_s > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """The timings of a slice of ``images`` images and the projection of a full epoch."""
+
+    recipe: str
+    images: int
+    dataset_images: int
+    train_samples_per_epoch: int
+    repeat: int
+    rows: list[StageTiming]
+    epoch_projection_s: dict[str, float]
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rows"] = [asdict(r) | {"ratio": r.ratio} for r in self.rows]
+        return data
+
+
+class _Slice(Dataset):
+    """Images ``indices`` of another dataset (a bench measures a slice, evenly spread)."""
+
+    def __init__(self, base: Dataset, indices: np.ndarray) -> None:
+        super().__init__(NoParams())
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> Any:
+        return self.base.image(int(self.indices[index]))
+
+
+def _timed(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _median_pairs(
+    repeat: int, pairs: list[tuple[Callable[[], object], Callable[[], object]]]
+) -> list[tuple[float, float]]:
+    """Median seconds of each (dcframe, floor) pair, the two run back to back each time."""
+    times: list[list[tuple[float, float]]] = [[] for _ in pairs]
+    for _ in range(repeat):
+        for slot, (ours, floor) in zip(times, pairs, strict=True):
+            slot.append((_timed(ours), _timed(floor)))
+    return [
+        (statistics.median(t[0] for t in slot), statistics.median(t[1] for t in slot))
+        for slot in times
+    ]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    module.eval()
+    with torch.no_grad():
+        yield
+
+
+def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchReport:
+    """Time every stage of an epoch of ``recipe`` on ``images`` of its images."""
+    torch.manual_seed(recipe.run.seed)
+    parts = build_components(recipe)
+    full = len(parts.dataset)
+    picked = np.unique(np.linspace(0, full - 1, min(images, full)).astype(np.int64))
+    data = _Slice(parts.dataset, picked)
+    devices = resolve_devices(recipe.run, parts.clusterer, reporter)
+    trainer = Trainer.create(recipe, parts.backbone, devices)
+    backbone, device, batch = parts.backbone, devices.network, recipe.optimizer.batch_size
+    k = min(parts.clusterer.k, len(data))
+
+    # What the floors start from, prepared once outside any timing.
+    decoded = _decoded(data, clustering_transform(backbone.input_size), batch, trainer.workers)
+    with _eval_mode(backbone):
+        raw = torch.cat([backbone.embed(x.to(device)).float().cpu() for x in decoded]).numpy()
+    augmented = _decoded(data, trainer.transform, batch, trainer.workers, labelled=True)
+
+    scratch = tempfile.TemporaryDirectory(prefix="dcframe-bench-")
+    cache = None
+    if recipe.run.view_cache_gib:  # timed as from the second epoch on: the cache is full
+        cache = ClusteringViewCache(Path(scratch.name), len(data), backbone.input_size)
+
+    def extract() -> object:
+        return extract_features(
+            backbone,
+            data,
+            parts.preprocessors,
+            sample_rng=epoch_rng(recipe.run.seed, 0, 3),
+            batch_size=batch,
+            device=device,
+            workers=trainer.workers,
+            autocast=trainer.autocast,
+            reporter=Reporter(quiet=True),
+            view_cache=cache,
+        )
+
+    if cache is not None:
+        extract()
+
+    def forward_in_memory() -> object:
+        with _eval_mode(backbone), trainer.autocast():
+            return [backbone.embed(x.to(device)) for x in decoded]
+
+    def decode_then_forward() -> object:
+        batches = _decoded(data, clustering_transform(backbone.input_size), batch, trainer.workers)
+        with _eval_mode(backbone), trainer.autocast():
+            return [backbone.embed(x.to(device)) for x in batches]
+
+    def cluster() -> object:
+        rng = epoch_rng(recipe.run.seed, 0, 3)
+        rows, _ = fit_chain(parts.preprocessors, raw, np.arange(len(raw)), BadImagePolicy(), rng)
+        return _clusterer(parts, k).cluster(rows, 1, devices.clusterer)
+
+    def raw_faiss() -> object:
+        return _raw_faiss(raw, parts, k)
+
+    def train() -> object:
+        targets = np.arange(len(data)) % k
+        top = trainer.new_top_layer(k)
+        seeds = np.arange(len(data))
+        indices = np.arange(len(data))
+        return trainer.train_pass(
+            data,
+            indices,
+            targets,
+            seeds,
+            top,
+            Reporter(quiet=True),
+            BadImagePolicy(),
+            PassProgress(),
+            lambda progress: None,
+        )
+
+    def train_in_memory() -> object:
+        top = trainer.new_top_layer(k)
+        loss_fn = nn.CrossEntropyLoss()
+        backbone.train()
+        for x, y in augmented:
+            with trainer.autocast():
+                loss = loss_fn(backbone(x.to(device)), (y % k).to(device))
+            trainer.body_optimizer.zero_grad(set_to_none=True)
+            top.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.body_optimizer.step()
+            top.step()
+        return loss.item()
+
+    reporter.info(f"timing {len(data)} of {full} images, {repeat} times each")
+    (ex, fw), (ex2, seq), (cl, fa), (tr, tf) = _median_pairs(
+        repeat,
+        [
+            (extract, forward_in_memory),
+            (extract, decode_then_forward),
+            (cluster, raw_faiss),
+            (train, train_in_memory),
+        ],
+    )
+    scratch.cleanup()
+    cached = " (views cached)" if cache is not None else ""
+    rows = [
+        StageTiming(f"extraction{cached}", ex, "forward pass on tensors in memory", fw),
+        StageTiming(f"extraction{cached}", ex2, "decode, then forward, one after the other", seq),
+        StageTiming(f"PCA + k-means (k={k})", cl, "raw faiss PCAMatrix + Kmeans", fa),
+        StageTiming("training", tr, "fwd/bwd/step on tensors in memory", tf),
+    ]
+    samples = max(1, round(getattr(recipe.sampler, "reassign", 1.0) * full))
+    per_image = len(data)
+    projection = {
+        "extract": ex / per_image * full,
+        "cluster": cl / per_image * full * parts.clusterer.k / k,
+        "train": tr / per_image * samples,
+    }
+    projection["total"] = sum(projection.values())
+    return BenchReport(recipe.run.name, len(data), full, samples, repeat, rows, projection)
+
+
+def _decoded(
+    data: Dataset, transform: Any, batch: int, workers: int, labelled: bool = False
+) -> list[Any]:
+    """Every image of ``data`` through ``transform``, as batches of tensors in memory (with
+    their dataset indices when ``labelled``)."""
+    loader = run_loader(
+        ImageSubset(data, transform, np.arange(len(data))), batch_size=batch, workers=workers
+    )
+    return [(images, index) if labelled else images for images, index, _ in loader]
+
+
+def _clusterer(parts: Components, k: int) -> Any:
+    """The recipe's clusterer with at most ``k`` clusters (a slice may have fewer images)."""
+    params = parts.clusterer.params.model_copy(update={"k": k})
+    return type(parts.clusterer)(params)
+
+
+def _raw_faiss(raw: np.ndarray, parts: Components, k: int) -> object:
+    """PCA-whitening, L2 and k-means straight through faiss, at the recipe's sizes."""
+    faiss = import_faiss()
+    dims = [p.params.dim for p in parts.preprocessors if hasattr(p.params, "dim")]
+    dim = dims[0] if dims else raw.shape[1]
+    iterations = getattr(parts.clusterer.params, "iterations", 20)
+    pca = faiss.PCAMatrix(raw.shape[1], dim, -0.5)
+    pca.train(raw)
+    rows = pca.apply(raw)
+    faiss.normalize_L2(rows)
+    kmeans = faiss.Kmeans(
+        dim, k, niter=iterations, seed=1, max_points_per_centroid=10**7, min_points_per_centroid=1
+    )
+    kmeans.train(rows)
+    return kmeans.index.search(rows, 1)

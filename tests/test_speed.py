@@ -1,0 +1,89 @@
+"""Issue 11: the clustering-view cache, `dcframe bench`, and the data-path settings.
+
+Nothing here times anything: speed is measured by `dcframe bench`, a benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcframe import engine, recipe
+from dcframe.progress import Reporter
+from dcframe.training import loader_workers
+from tests.conftest import invoke
+
+QUIET = Reporter(quiet=True)
+
+
+def run(path: Path, *overrides: str) -> Path:
+    return engine.run(recipe.load(path, list(overrides)), reporter=QUIET).path
+
+
+def test_view_cache_gives_bit_identical_runs(tiny_recipe: Path) -> None:
+    plain = run(tiny_recipe, "run.name=plain", "run.epochs=3")
+    cached = run(tiny_recipe, "run.name=cached", "run.epochs=3", "run.view_cache_gib=1")
+    for epoch in range(3):
+        name = f"assignments/epoch_{epoch:04d}.npy"
+        np.testing.assert_array_equal(np.load(plain / name), np.load(cached / name))
+    a = torch.load(plain / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(cached / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    filled = np.load(cached / "cache" / "clustering_view_32px.0.filled.npy")
+    assert filled.shape == (360,) and filled.all()
+    pixels = np.memmap(cached / "cache" / "clustering_view_32px.0.u8", dtype=np.uint8)
+    assert pixels.size == 360 * 32 * 32 * 3 and pixels.any()
+    assert not (plain / "cache").exists()
+
+
+def test_view_cache_over_its_budget_is_left_off(tiny_recipe: Path) -> None:
+    result = invoke(
+        "run", str(tiny_recipe), "--set", "run.epochs=1", "--set", "run.view_cache_gib=0.0001"
+    )
+    assert result.code == 0, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "need 0.00 GiB, more than the 0.0001 GiB allowed: not cached" in message
+    assert not (tiny_recipe.parent / "runs" / "tiny" / "cache").exists()
+
+
+def test_bench_reports_every_stage_against_its_floor(tiny_recipe: Path) -> None:
+    result = invoke("bench", str(tiny_recipe), "--images", "60", "--repeat", "1", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 60 and report["dataset_images"] == 360
+    stages = [row["stage"] for row in report["rows"]]
+    assert stages == ["extraction", "extraction", "PCA + k-means (k=20)", "training"]
+    for row in report["rows"]:
+        assert row["dcframe_s"] > 0 and row["floor_s"] > 0 and row["floor"]
+        assert row["ratio"] == row["floor_s"] / row["dcframe_s"]
+    assert set(report["epoch_projection_s"]) == {"extract", "cluster", "train", "total"}
+
+
+def test_bench_times_cached_extraction_when_the_recipe_caches(tiny_recipe: Path) -> None:
+    result = invoke(
+        "bench",
+        str(tiny_recipe),
+        "--images",
+        "40",
+        "--repeat",
+        "1",
+        "--json",
+        "--set",
+        "run.view_cache_gib=1",
+    )
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["rows"][0]["stage"] == "extraction (views cached)"
+
+
+def test_workers_auto_leaves_a_core_to_the_main_process() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert loader_workers("auto") == max(0, min(8, cores - 1))
+    assert loader_workers(3) == 3
+
+
+def test_checkpoint_keeps_the_loss_scaler(tiny_recipe: Path) -> None:
+    rundir = run(tiny_recipe, "run.epochs=1")
+    assert "grad_scaler" in torch.load(rundir / "checkpoint.pt", weights_only=True)
