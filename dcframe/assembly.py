@@ -16,7 +16,7 @@ from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampl
 from dcframe.params import Params
 from dcframe.progress import Reporter
 from dcframe.registry import Origin
-from dcframe.transforms import clustering_transform
+from dcframe.transforms import clustering_transform, smallest_side_used
 
 
 @dataclass
@@ -40,7 +40,7 @@ def build_components(recipe: Any) -> Components:
         origins.append(entry.origin)
         return entry.cls(section)
 
-    return Components(
+    parts = Components(
         dataset=make(registries.datasets, recipe.data),
         backbone=make(registries.backbones, recipe.backbone),
         preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
@@ -48,6 +48,10 @@ def build_components(recipe: Any) -> Components:
         sampler=make(registries.samplers, recipe.sampler),
         origins=origins,
     )
+    parts.dataset.decode_at_least(
+        smallest_side_used(parts.backbone.input_size, recipe.augment.crop_scale_min)
+    )
+    return parts
 
 
 # ------------------------------------------------------------------------- checks

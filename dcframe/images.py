@@ -55,8 +55,11 @@ def _scaled(values: np.ndarray, low: float, high: float) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def open_rgb(path: str | Path) -> Image.Image:
+def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
     """Decode the file at ``path`` into an 8-bit RGB image.
+
+    With ``min_side``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft mode),
+    the smallest that keeps both sides at least ``min_side`` pixels.
 
     Raises:
         BadImageError: for anything that keeps the file from decoding: missing or
@@ -69,6 +72,8 @@ def open_rgb(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if min_side is not None and image.format == "JPEG":
+                    image.draft("RGB", (min_side, min_side))
                 return to_rgb(image)
     except MemoryError:
         raise

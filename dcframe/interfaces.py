@@ -238,6 +238,11 @@ class Dataset(Component):
     def image(self, index: int) -> Image.Image:
         """Image ``index`` as an RGB PIL image; a corrupt file raises ``UserError`` naming it."""
 
+    def decode_at_least(self, side: int) -> None:
+        """A hint: every use of an image first shrinks it to at least ``side`` pixels on its
+        shorter side, so it may be decoded at a reduced scale down to that (a JPEG's draft
+        mode). Datasets that cannot use it ignore it."""
+
     @property
     def labels(self) -> np.ndarray | None:
         """(N,) int64 class ids, or None for unlabelled data."""

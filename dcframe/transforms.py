@@ -6,6 +6,7 @@ input sizes (32 -> resize 37, crop 32).
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -31,6 +32,13 @@ def _normalise() -> list[object]:
 def resize_size(input_size: int) -> int:
     """Shorter side before the centre crop: 256 for 224, scaled alike for other sizes."""
     return round(input_size * 256 / 224)
+
+
+def smallest_side_used(input_size: int, crop_scale_min: float) -> int:
+    """The fewest pixels on an image's shorter side that lose nothing either view uses: the
+    clustering view's resize, and the training view's smallest crop still covering the input
+    size (a crop of area fraction ``crop_scale_min`` spans its square root of each side)."""
+    return max(resize_size(input_size), math.ceil(input_size / math.sqrt(crop_scale_min)))
 
 
 def clustering_transform(input_size: int) -> Any:

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dcframe import engine, recipe
+from dcframe.components.datasets import ImageFolder, ImageFolderParams
 from dcframe.progress import Reporter
 from dcframe.training import loader_workers
+from dcframe.transforms import PixelsOfClusteringView, smallest_side_used
 from tests.conftest import invoke
 
 QUIET = Reporter(quiet=True)
@@ -87,3 +90,34 @@ def test_workers_auto_leaves_a_core_to_the_main_process() -> None:
 def test_checkpoint_keeps_the_loss_scaler(tiny_recipe: Path) -> None:
     rundir = run(tiny_recipe, "run.epochs=1")
     assert "grad_scaler" in torch.load(rundir / "checkpoint.pt", weights_only=True)
+
+
+def _photo(path: Path) -> None:
+    """A 640 x 480 JPEG with gradients, a pattern and noise: something like a photograph."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:480, 0:640]
+    pixels = np.stack([xx / 640 * 255, yy / 480 * 255, (xx + yy) % 97 / 97 * 255], -1)
+    noisy = (pixels + rng.normal(0, 20, pixels.shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(path, quality=90)
+
+
+def test_reduced_jpeg_decoding_keeps_the_clustering_view_within_tolerance(tmp_path: Path) -> None:
+    """Stated tolerance: on the 0-255 scale, mean absolute difference <= 2, largest <= 16."""
+    (tmp_path / "images").mkdir()
+    _photo(tmp_path / "images" / "photo.jpg")
+    view = PixelsOfClusteringView(32)
+    reduced = ImageFolder(ImageFolderParams(root=str(tmp_path / "images")))
+    full = ImageFolder(ImageFolderParams(root=str(tmp_path / "images"), reduced_decoding=False))
+    for data in (reduced, full):
+        data.decode_at_least(smallest_side_used(32, 0.5))
+    assert reduced.image(0).size == (80, 60) and full.image(0).size == (640, 480)
+    difference = np.abs(
+        view(reduced.image(0)).numpy().astype(float) - view(full.image(0)).numpy().astype(float)
+    )
+    assert difference.mean() <= 2 and difference.max() <= 16
+
+
+def test_reduced_decoding_never_goes_below_what_a_view_uses() -> None:
+    assert smallest_side_used(224, 0.08) == 792  # the paper's smallest crop: no reduction
+    assert smallest_side_used(32, 0.5) == 46
+    assert smallest_side_used(224, 1.0) == 256  # the clustering view's resize
