@@ -24,6 +24,7 @@ from torch.utils.data import Dataset as TorchDataset
 from dcframe.bad_images import BadImagePolicy, MarkUnreadable, collate_readable
 from dcframe.distributed import World
 from dcframe.interfaces import Backbone, Dataset, Preprocessor
+from dcframe.prefetch import prefetched
 from dcframe.progress import Reporter
 from dcframe.transforms import PixelsOfClusteringView, clustering_transform, normalise_pixels
 from dcframe.view_cache import ClusteringViewCache
@@ -34,15 +35,15 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
 
     The target is ``targets[i]`` when targets are given (pseudo-labels for training),
     else the dataset index itself (so extracted rows can be put back in place). With
-    ``seeds``, item ``i``'s random transform draws from its own seed ``seeds[i]`` rather
-    than from the process's random stream: the same crop whichever process or worker
-    loads it, and whenever.
+    ``seeds``, the transform is called as ``transform(image, seeds[i])`` and draws its
+    randomness from that seed alone (:class:`~dcframe.transforms.TrainingView`): the same
+    crop whichever process, worker or thread loads it, and whenever.
     """
 
     def __init__(
         self,
         dataset: Dataset,
-        transform: Callable[[Any], torch.Tensor],
+        transform: Callable[..., torch.Tensor],
         indices: np.ndarray,
         targets: np.ndarray | None = None,
         seeds: np.ndarray | None = None,
@@ -62,11 +63,7 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         image = self.dataset.image(index)
         if self.seeds is None:
             return self.transform(image), target
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator only: torch.manual_seed also seeds every accelerator
-            # backend, which costs a millisecond per call.
-            torch.default_generator.manual_seed(int(self.seeds[i]))
-            return self.transform(image), target
+        return self.transform(image, int(self.seeds[i])), target
 
 
 def run_loader(
@@ -128,6 +125,7 @@ def embed_batches(
         if view_cache is None
         else _cached_views(dataset, indices, view_cache, batch_size, workers, policy)
     )
+    batches = batches if workers else prefetched(batches)
     for index, images in reporter.track(batches, -(-len(indices) // batch_size), description):
         with autocast():
             features = backbone.embed(images.to(device, non_blocking=True))

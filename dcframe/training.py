@@ -29,8 +29,9 @@ from dcframe.distributed import World
 from dcframe.errors import RunStopped, UserError
 from dcframe.extraction import ImageSubset, run_loader
 from dcframe.interfaces import Backbone, Dataset
+from dcframe.prefetch import prefetched
 from dcframe.progress import Reporter
-from dcframe.transforms import training_transform
+from dcframe.transforms import TrainingView
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -132,7 +133,7 @@ class Trainer:
             momentum=opt.momentum,
             weight_decay=opt.weight_decay,
         )
-        transform = training_transform(
+        transform = TrainingView(
             backbone.input_size, recipe.augment.crop_scale_min, recipe.augment.horizontal_flip
         )
         return cls(
@@ -215,7 +216,8 @@ class Trainer:
         scaler = self.scaler
         loss_fn = nn.CrossEntropyLoss()
         batch = self.optimizer.batch_size
-        for images, labels, unreadable in reporter.track(loader, len(loader), "training"):
+        batches = loader if self.workers else prefetched(loader)
+        for images, labels, unreadable in reporter.track(batches, len(loader), "training"):
             bad_images.check(unreadable)
             if images is None:
                 continue

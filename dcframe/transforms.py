@@ -47,15 +47,61 @@ def clustering_transform(input_size: int) -> Any:
     return T.Compose([T.Resize(resize_size(input_size)), T.CenterCrop(input_size), *_normalise()])
 
 
-def training_transform(
-    input_size: int, crop_scale_min: float = 0.08, horizontal_flip: bool = True
-) -> Any:
-    """Augmented view used for training: random resized crop, optional flip, normalise."""
-    T = _tv()
-    steps: list[object] = [T.RandomResizedCrop(input_size, scale=(crop_scale_min, 1.0))]
-    if horizontal_flip:
-        steps.append(T.RandomHorizontalFlip())
-    return T.Compose([*steps, *_normalise()])
+class TrainingView:
+    """The augmented view used for training, drawn from a seed given with each image.
+
+    ``RandomResizedCrop(input_size, scale=(crop_scale_min, 1), ratio=(3/4, 4/3))``, then an
+    optional horizontal flip with probability 1/2, then ToTensor and Normalize: the paper's
+    augmentation. The crop follows the usual sampling rule (up to ten tries of an area
+    fraction and a log-uniform aspect ratio that fit inside the image, else the largest
+    centred crop of an allowed aspect ratio), drawn from ``numpy.random.default_rng(seed)``
+    rather than from torch's global generator: the same seed gives the same crop in any
+    process or thread, and loading never disturbs the random state dropout draws from.
+    """
+
+    ratio = (3 / 4, 4 / 3)
+
+    def __init__(
+        self, input_size: int, crop_scale_min: float = 0.08, horizontal_flip: bool = True
+    ) -> None:
+        self.size = input_size
+        self.scale = (crop_scale_min, 1.0)
+        self.flip = horizontal_flip
+        self.tail = _tv().Compose(_normalise())
+
+    def crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, ...]:
+        """(top, left, height, width) of the crop, in pixels of a ``width`` x ``height`` image."""
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = round(math.sqrt(target * aspect))
+            h = round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return (
+                    int(rng.integers(0, height - h + 1)),
+                    int(rng.integers(0, width - w + 1)),
+                    h,
+                    w,
+                )
+        aspect = width / height  # fallback: the whole image, cut to the nearest allowed ratio
+        if aspect < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif aspect > self.ratio[1]:
+            w, h = round(height * self.ratio[1]), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, image: Any, seed: int) -> torch.Tensor:
+        functional = _tv().functional
+        rng = np.random.default_rng(seed)
+        top, left, h, w = self.crop_box(image.width, image.height, rng)
+        view = functional.resized_crop(image, top, left, h, w, [self.size, self.size])
+        if self.flip and rng.random() < 0.5:
+            view = functional.hflip(view)
+        return self.tail(view)
 
 
 def clustering_view(input_size: int) -> Any:

@@ -201,7 +201,7 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(
 
 
 def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path) -> None:
-    """One process, bit for bit: stopped by SIGTERM in epoch 1 after 3 of 6 steps."""
+    """One process, bit for bit: stopped by SIGTERM in epoch 1, within its 6 steps."""
     every = ["--set", "sampler.reassign=1.0", "--set", "run.checkpoint_every_steps=2"]
     straight = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=straight", *every)
     assert straight.returncode == 0, straight.stderr
@@ -214,10 +214,12 @@ def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path) 
         timeout=600,
     )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
-    assert "stopped by SIGTERM at training step 3" in " ".join(stopped.stderr.split())
     rundir = recipe_file.parent / "runs" / "stopped"
     state = torch.load(rundir / "checkpoint.pt", weights_only=True)
-    assert (state["epoch"], state["step"]) == (1, 3)
+    # The signal comes while the loader thread prepares batch 3, so during step 1 to 3.
+    assert state["epoch"] == 1 and 1 <= state["step"] <= 3
+    message = f"stopped by SIGTERM at training step {state['step']}"
+    assert message in " ".join(stopped.stderr.split())
     resumed = dcframe(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     same_results(recipe_file.parent / "runs" / "straight", rundir, exact=True)

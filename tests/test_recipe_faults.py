@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
-from conftest import invoke
 from pydantic import Field, ValidationError
 
 from dcframe import recipe
 from dcframe.params import Params
+from tests.conftest import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
