@@ -34,7 +34,6 @@ from torch import nn
 from dcframe.assembly import Components, build_components, resolve_devices
 from dcframe.bad_images import BadImagePolicy
 from dcframe.clustering import import_faiss
-from dcframe.engine import epoch_rng
 from dcframe.extraction import ImageSubset, extract_features, fit_chain, run_loader
 from dcframe.interfaces import Dataset
 from dcframe.params import NoParams
@@ -146,7 +145,7 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
             backbone,
             data,
             [],
-            sample_rng=epoch_rng(recipe.run.seed, 0, 3),
+            sample_rng=np.random.default_rng(recipe.run.seed),
             batch_size=batch,
             device=device,
             workers=trainer.workers,
@@ -168,7 +167,7 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
             return [backbone.embed(x.to(device)) for x in batches]
 
     def cluster() -> object:
-        rng = epoch_rng(recipe.run.seed, 0, 3)
+        rng = np.random.default_rng(recipe.run.seed)
         rows, _ = fit_chain(parts.preprocessors, raw, np.arange(len(raw)), BadImagePolicy(), rng)
         return _clusterer(parts, k).cluster(rows, 1, devices.clusterer)
 
