@@ -250,3 +250,20 @@ def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_fil
     assert two.returncode == 0, two.stderr
     runs = recipe_file.parent / "runs"
     same_results(runs / "tk-one", runs / "tk-two")
+
+
+def test_dcframe_run_nproc_launches_through_torchrun(recipe_file: Path, one_process: Path) -> None:
+    done = dcframe(
+        "run", str(recipe_file), "--quiet", "--nproc", "2", "--set=run.name=nproc", *EXACT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [str(recipe_file.parent / "runs" / "nproc")]
+    same_results(one_process, recipe_file.parent / "runs" / "nproc")
+
+
+def test_dcframe_run_nproc_passes_on_a_worker_s_exit_code(recipe_file: Path) -> None:
+    done = dcframe(
+        "run", str(recipe_file), "--quiet", "--nproc", "2", "--set", "optimizer.batch_size=63"
+    )
+    assert done.returncode == 2
+    assert "do not split evenly over 2 processes" in done.stderr
