@@ -19,6 +19,7 @@ epoch of the recipe's dataset.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -31,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcframe.assembly import Components, build_components, resolve_devices
+from dcframe.assembly import Components, build_components, check_sizes, resolve_devices
 from dcframe.bad_images import BadImagePolicy
 from dcframe.clustering import import_faiss
+from dcframe.errors import UserError
 from dcframe.extraction import ImageSubset, extract_features, fit_chain, run_loader
 from dcframe.interfaces import Dataset
 from dcframe.params import NoParams
@@ -123,6 +125,12 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     full = len(parts.dataset)
     picked = np.unique(np.linspace(0, full - 1, min(images, full)).astype(np.int64))
     data = _Slice(parts.dataset, picked)
+    sliced = dataclasses.replace(parts, dataset=data)
+    sliced.clusterer = _clusterer(parts, min(parts.clusterer.k, len(data)))
+    try:
+        check_sizes(recipe, sliced, 1)
+    except UserError as error:
+        raise UserError(f"--images {len(data)} is too few for this recipe: {error}") from error
     devices = resolve_devices(recipe.run, parts.clusterer, reporter)
     trainer = Trainer.create(recipe, parts.backbone, devices)
     backbone, device, batch = parts.backbone, devices.network, recipe.optimizer.batch_size
