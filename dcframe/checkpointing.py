@@ -83,6 +83,12 @@ class Recorder:
             "grad_scaler": self.trainer.scaler.state_dict(),
         }
 
+    def clustered(self, epoch: int, distances: np.ndarray | None) -> None:
+        """The distances of the epoch's clustering (written as soon as it exists; a redone
+        clustering writes the same values)."""
+        if distances is not None:
+            self.rundir.save_distances(epoch, distances)
+
     def epoch_finished(
         self, epoch: int, assignment: np.ndarray, metrics: dict[str, Any], skipped: dict[int, Any]
     ) -> None:

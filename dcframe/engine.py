@@ -32,7 +32,7 @@ from dcframe.checkpointing import MidEpoch, Recorder
 from dcframe.distributed import World
 from dcframe.errors import UserError, reworded
 from dcframe.extraction import extract_feature_shards, extract_features
-from dcframe.features import GatheredFeatures, ShardedFeatures
+from dcframe.features import GatheredFeatures, KnnSignal, ShardedFeatures
 from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
@@ -42,7 +42,7 @@ from dcframe.view_cache import GIB, ClusteringViewCache
 
 # Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
 # reproducible on its own, which is what makes a resumed run equal an uninterrupted one.
-_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE, _STREAM_AUGMENT = 1, 2, 3, 4
+_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE, _STREAM_AUGMENT, _STREAM_KNN = 1, 2, 3, 4, 5
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -77,6 +77,7 @@ class RunContext:
         bad_images: The bad-image policy and the images it left out.
         recorder: Writes mid-epoch checkpoints (None outside a run directory).
         view_cache: The clustering views cached so far (``run.view_cache_gib``), or None.
+        knn: The per-epoch kNN learning signal's settings (``run.knn_k``, ``run.knn_queries``).
     """
 
     seed: int
@@ -86,6 +87,7 @@ class RunContext:
     bad_images: BadImagePolicy
     recorder: Recorder | None = None
     view_cache: ClusteringViewCache | None = None
+    knn: KnnSignal = dataclasses.field(default_factory=lambda: KnnSignal(0, 0, "cpu"))
 
 
 def cluster_images(
@@ -93,35 +95,45 @@ def cluster_images(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Steps 1-5 of an epoch: features, preprocessing, k-means, measures.
 
-    Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics.
+    Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics;
+    the distances of the images to their centroids go to the run directory.
     """
     parts, trainer, reporter, bad_images = run.parts, run.trainer, run.reporter, run.bad_images
     k = parts.clusterer.k
+    labels = parts.dataset.labels
     with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
         features = _extract(epoch, run)
         readable = bad_images.readable_mask()
         warnings = features.check()
         trainer.stop_if_asked("after the extraction pass")
+    with _stage(seconds, epoch, "knn"):  # a learning signal from the features already there
+        knn = None
+        if labels is not None:
+            knn = features.knn_accuracy(labels, run.knn, epoch_rng(run.seed, epoch, _STREAM_KNN))
     with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
         cluster_seed = int(epoch_rng(run.seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-        assignment, objective = features.cluster(
+        result = features.cluster(
             parts.clusterer, cluster_seed, trainer.devices.clusterer, reporter
         )
         del features
+        assignment = result.assignment
+        if run.recorder is not None:
+            run.recorder.clustered(epoch, result.distances)
         trainer.stop_if_asked("after the clustering")
-    clustered = _within(assignment, readable)
-    labels = parts.dataset.labels  # 5: measure
+    clustered = _within(assignment, readable)  # 5: measure
     sizes = cluster_size_stats(clustered, k)
     if sizes.empty == k - 1:
         warnings.append("cluster collapse: every image is in one cluster")
     before = None if previous is None else _within(previous, readable)
     metrics: dict[str, Any] = {
         "epoch": epoch,
-        "kmeans_objective": objective,
+        "kmeans_objective": result.objective,
         "nmi_vs_previous": None
         if before is None
         else nmi(before[before >= 0], clustered[before >= 0]),
         "nmi_vs_labels": None if labels is None else nmi(_within(labels, readable), clustered),
+        "knn_accuracy": knn,
+        "knn_k": run.knn.k if knn is not None else None,
         "empty_clusters": sizes.empty,
         "cluster_size_min": sizes.min,
         "cluster_size_median": sizes.median,
@@ -153,7 +165,7 @@ def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
     features: GatheredFeatures | ShardedFeatures
     if parts.clusterer.distributed and world.distributed:
         shard = extract_feature_shards(*inputs, **options)
-        features = ShardedFeatures(shard, len(parts.dataset), world)
+        features = ShardedFeatures(shard, len(parts.dataset), world, run.bad_images.readable_mask())
     else:
         matrix = extract_features(*inputs, **options)
         features = GatheredFeatures(matrix, run.bad_images.readable_mask(), world)
@@ -284,6 +296,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 bad_images,
                 recorder,
                 _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
+                KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),
             )
             previous: np.ndarray | None = None
             start_epoch, interrupted = 0, None

@@ -1,10 +1,11 @@
-"""Clustering metrics: normalized mutual information and cluster-size statistics."""
+"""Run metrics: normalized mutual information, cluster-size statistics, the kNN signal."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,3 +66,89 @@ def cluster_size_stats(assignments: np.ndarray, k: int) -> ClusterSizeStats:
         median=float(np.median(filled)),
         max=int(filled.max()),
     )
+
+
+#: Queries scored at once, bounding the (queries x N) similarity matrix.
+_QUERY_CHUNK = 1024
+
+
+def nearest_others(
+    rows: np.ndarray,
+    row_ids: np.ndarray,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    k: int,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows most similar (cosine) to each query, leaving out the query itself.
+
+    Rows and queries carry ids (dataset indices): a row with the query's id is never its
+    neighbour. Several sets of rows (the shards of a distributed run) can be searched apart
+    and their candidates merged with :func:`knn_vote_accuracy`.
+
+    Returns:
+        (Q, k') similarities and the positions in ``rows`` of those neighbours, k' = min(k,
+        rows that are not the query); similarities of missing neighbours are -inf.
+    """
+    memory = torch.nn.functional.normalize(torch.from_numpy(rows).to(device).float(), dim=1)
+    ids = torch.as_tensor(row_ids, device=device)
+    width = min(k, len(rows))
+    values = np.full((len(queries), width), -np.inf, dtype=np.float32)
+    positions = np.zeros((len(queries), width), dtype=np.int64)
+    for start in range(0, len(queries), _QUERY_CHUNK):
+        stop = start + _QUERY_CHUNK
+        chunk = torch.from_numpy(queries[start:stop]).to(device).float()
+        similarity = torch.nn.functional.normalize(chunk, dim=1) @ memory.T
+        own = ids[None, :] == torch.as_tensor(query_ids[start:stop], device=device)[:, None]
+        similarity.masked_fill_(own, -torch.inf)
+        top, index = similarity.topk(width, dim=1)
+        values[start:stop], positions[start:stop] = top.cpu().numpy(), index.cpu().numpy()
+    return values, positions
+
+
+def knn_vote_accuracy(
+    similarity: np.ndarray,
+    neighbour_labels: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    temperature: float = 0.07,
+) -> float:
+    """Accuracy of the weighted vote of ``dcframe eval knn``: each query takes its ``k`` most
+    similar candidates, and a candidate of similarity s votes exp(s / temperature) for its
+    class.
+
+    Args:
+        similarity: (Q, C) similarities of C candidate neighbours per query (-inf: none).
+        neighbour_labels: (Q, C) their classes.
+        labels: (Q,) the queries' classes.
+    """
+    values = torch.from_numpy(similarity)
+    top, index = values.topk(min(k, values.shape[1]), dim=1)
+    classes = torch.from_numpy(neighbour_labels).gather(1, index)
+    num_classes = int(max(neighbour_labels.max(initial=0), labels.max(initial=0))) + 1
+    votes = torch.zeros(len(labels), num_classes, dtype=torch.float64)
+    votes.scatter_add_(1, classes, (top.double() / temperature).exp())
+    return float((votes.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
+
+
+def leave_one_out_knn(
+    rows: np.ndarray,
+    labels: np.ndarray,
+    queries: np.ndarray,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Accuracy of weighted kNN (cosine, ``dcframe eval knn``'s vote) of rows ``queries``,
+    each classified by its ``k`` most similar *other* rows: the per-epoch learning signal.
+
+    Args:
+        rows: (N, d) features.
+        labels: (N,) class ids.
+        queries: Positions of the rows to classify (a sample bounds the N x queries cost).
+        device: Where the similarities are computed (a GPU when the run has one).
+    """
+    ids = np.arange(len(rows))
+    values, positions = nearest_others(rows, ids, rows[queries], queries, k, device)
+    return knn_vote_accuracy(values, labels[positions], labels[queries], k, temperature)

@@ -76,6 +76,7 @@ class Reporter:
             f"kmeans-obj {metrics['kmeans_objective']:.4g}",
             f"NMI(t-1,t) {_fmt(metrics['nmi_vs_previous'])}",
             f"NMI(labels) {_fmt(labels)}" if labels is not None else "",
+            f"kNN {_fmt(knn)}" if (knn := metrics.get("knn_accuracy")) is not None else "",
             f"empty {metrics['empty_clusters']}",
             f"sizes {metrics['cluster_size_min']}/{metrics['cluster_size_median']:g}"
             f"/{metrics['cluster_size_max']}",

@@ -85,6 +85,21 @@ class RunSection(Params):
         "pixels) in the run directory, filled during the first epoch and read from then on, "
         "when the whole dataset fits in this many GiB (0: off). Results are bit-identical.",
     )
+    knn_k: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="Neighbours of the per-epoch learning signal, a leave-one-out kNN accuracy "
+        "(cosine) of the clustering features already extracted, when the data has labels "
+        "(0: off). It needs no extra forward pass and changes nothing in training.",
+    )
+    knn_queries: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Images the per-epoch kNN classifies, drawn at random each epoch among all "
+        "(each against all the others: the cost is queries x images x feature dim).",
+    )
     collective_timeout: float = Field(
         1800.0,
         gt=0,

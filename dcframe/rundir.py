@@ -7,6 +7,8 @@ Layout::
         versions.json          python, dcframe, torch, faiss, ... and every plugin used
         metrics.jsonl          one JSON object per epoch
         assignments/epoch_0000.npy
+        distances/epoch_0000.npy  each image's squared distance to its centroid (the report's
+                               galleries show the closest first; NaN: left out as unreadable)
         checkpoint.pt          latest state (model, body optimizer, epoch, RNG), written atomically
         checkpoints/epoch_0009.pt  weights kept every ``run.checkpoint_every`` epochs
         skipped_images.tsv     unreadable images left out (``data.on_bad_image = "skip"``)
@@ -72,6 +74,8 @@ RESUME_MAY_CHANGE = (
     "checkpoint_every_steps",
     "collective_timeout",
     "view_cache_gib",
+    "knn_k",
+    "knn_queries",
 )
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
@@ -116,6 +120,9 @@ class RunDirectory:
     def assignment_path(self, epoch: int) -> Path:
         return self.path / "assignments" / f"epoch_{epoch:04d}.npy"
 
+    def distances_path(self, epoch: int) -> Path:
+        return self.path / "distances" / f"epoch_{epoch:04d}.npy"
+
     @property
     def holds_finished_epoch(self) -> bool:
         return self.checkpoint_path.exists()
@@ -131,7 +138,8 @@ class RunDirectory:
                 a path too long), or another run holds it.
         """
         try:
-            (self.path / "assignments").mkdir(parents=True, exist_ok=True)
+            for folder in ("assignments", "distances"):
+                (self.path / folder).mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
@@ -143,7 +151,8 @@ class RunDirectory:
             ) from error
         with locked(self.path):
             remove_temporaries(
-                self.path, self.path / "assignments", self.path / "checkpoints", self.path / "cache"
+                self.path,
+                *(self.path / f for f in ("assignments", "distances", "checkpoints", "cache")),
             )
             yield
 
@@ -208,6 +217,9 @@ class RunDirectory:
 
     def save_assignment(self, epoch: int, assignment: np.ndarray) -> None:
         atomic_write_bytes(self.assignment_path(epoch), lambda f: np.save(f, assignment))
+
+    def save_distances(self, epoch: int, distances: np.ndarray) -> None:
+        atomic_write_bytes(self.distances_path(epoch), lambda f: np.save(f, distances))
 
     def save_checkpoint(self, state: dict[str, Any], keep_epoch: int | None = None) -> None:
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))

@@ -41,9 +41,13 @@ def test_run_directory_holds_everything(tiny_recipe: Path) -> None:
     assert first["nmi_vs_previous"] is None and 0 <= second["nmi_vs_previous"] <= 1
     assert 0 <= first["nmi_vs_labels"] <= 1
     assert first["train_samples"] == 180  # reassign 0.5 x 360 images
-    assert set(first["seconds"]) == {"extract", "cluster", "train", "total"}
+    assert set(first["seconds"]) == {"extract", "knn", "cluster", "train", "total"}
+    assert 0 <= first["knn_accuracy"] <= 1 and first["knn_k"] == 20
     labels = assignments(rundir)
     assert len(labels) == 2 and labels[0].shape == (360,) and labels[0].max() < 20
+    distances = np.load(rundir / "distances" / "epoch_0001.npy")
+    assert distances.shape == (360,) and distances.dtype == np.float32
+    assert np.isfinite(distances).all() and (distances >= 0).all()
     state = torch.load(rundir / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and state["k"] == 20
     assert state["model"]["top_layer.weight"].shape == (20, 32)

@@ -54,3 +54,47 @@ def test_cluster_size_stats_without_empty_clusters() -> None:
 def test_cluster_size_stats_refuses_bad_ids(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         cluster_size_stats(bad, 3)
+
+
+def test_leave_one_out_knn_is_eval_knn_with_each_query_left_out() -> None:
+    """The per-epoch signal equals ``dcframe eval knn``'s vote with the query's own row
+    removed from the labelled rows, query by query."""
+    import torch
+
+    from dcframe.evaluation.knn import knn_votes
+    from dcframe.metrics import leave_one_out_knn
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 120)
+    rows = (rng.normal(size=(120, 8)) + 2.0 * np.eye(8)[labels]).astype(np.float32)
+    queries = np.sort(rng.choice(120, 50, replace=False))
+    reference = []
+    for q in queries:
+        others = np.delete(np.arange(120), q)
+        votes = knn_votes(
+            torch.from_numpy(rows[others]),
+            torch.from_numpy(labels[others]),
+            torch.from_numpy(rows[q : q + 1]),
+            4,
+            k=20,
+        )
+        reference.append(int(votes.argmax()) == labels[q])
+    measured = leave_one_out_knn(rows, labels, queries, k=20)
+    assert measured == pytest.approx(np.mean(reference), abs=1e-9)
+    assert 0.5 < measured <= 1.0  # the groups are separable: well above chance (0.25)
+
+
+def test_knn_candidates_of_shards_merge_to_the_whole() -> None:
+    """Searching two halves apart and merging their candidates gives the whole's answer."""
+    from dcframe.metrics import knn_vote_accuracy, leave_one_out_knn, nearest_others
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 90)
+    rows = rng.normal(size=(90, 6)).astype(np.float32)
+    queries = np.arange(0, 90, 3)
+    parts = [np.arange(0, 40), np.arange(40, 90)]
+    found = [nearest_others(rows[p], p, rows[queries], queries, 5) for p in parts]
+    similarity = np.concatenate([f[0] for f in found], axis=1)
+    classes = np.concatenate([labels[p][f[1]] for p, f in zip(parts, found, strict=True)], axis=1)
+    merged = knn_vote_accuracy(similarity, classes, labels[queries], 5)
+    assert merged == leave_one_out_knn(rows, labels, queries, k=5)
