@@ -16,7 +16,15 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from dcframe import __version__
-from dcframe.cli import bench_cmd, data_cmd, eval_cmd, plugins_cmd, recipe_cmd, run_cmd
+from dcframe.cli import (
+    bench_cmd,
+    data_cmd,
+    eval_cmd,
+    plugins_cmd,
+    recipe_cmd,
+    report_cmd,
+    run_cmd,
+)
 from dcframe.errors import MainProcessStopped, RecipeError, RunStopped, UserError
 
 app = typer.Typer(
@@ -33,6 +41,7 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(data_cmd.app, name="data")
 app.command("run")(run_cmd.run)
 app.command("bench")(bench_cmd.bench)
+app.command("report")(report_cmd.report)
 
 _options = {"debug": False}
 
