@@ -91,9 +91,15 @@ def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devic
             )
         else:
             reporter.info("clustering on the CPU (the clusterer has no GPU support here)")
-    if run.amp != "off" and not use_cuda:
+    if run.amp not in ("off", "auto") and not use_cuda:
         raise UserError("run.amp: autocast is for CUDA only; use --set run.amp=off on the CPU")
-    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
+    precision = run.amp
+    if precision == "auto":
+        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "off"
+    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if use_cuda:
+        # Fixed input sizes: let cuDNN time its convolution algorithms once and keep the best.
+        torch.backends.cudnn.benchmark = True
     return Devices(torch.device("cuda" if use_cuda else "cpu"), cluster_device, amp)
 
 

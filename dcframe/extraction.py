@@ -97,6 +97,13 @@ def run_loader(
     )
 
 
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on the network's device; channels-last on CUDA, where the tensor cores'
+    convolutions want it (the network is converted alike)."""
+    layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    return images.to(device, non_blocking=True, memory_format=layout)
+
+
 @torch.no_grad()
 def embed_batches(
     backbone: Backbone,
@@ -128,7 +135,7 @@ def embed_batches(
     batches = batches if workers else prefetched(batches)
     for index, images in reporter.track(batches, -(-len(indices) // batch_size), description):
         with autocast():
-            features = backbone.embed(images.to(device, non_blocking=True))
+            features = backbone.embed(to_device(images, device))
         yield index, features.float().cpu().numpy()
 
 

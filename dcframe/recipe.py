@@ -53,8 +53,15 @@ class RunSection(Params):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA (and faiss-gpu) when present, else the CPU."
     )
-    amp: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="Autocast precision for extraction and training on CUDA."
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision for extraction and training on CUDA; 'auto': bf16 "
+        "where the GPU supports it (Ampere and later), else off; off on the CPU.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network for the training pass (CUDA mostly; the "
+        "first steps of every epoch pay the compilation, since the top layer is new).",
     )
     workers: int | str = Field(
         0,

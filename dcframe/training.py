@@ -27,13 +27,16 @@ from dcframe.bad_images import BadImagePolicy
 from dcframe.batchnorm import synchronise_batchnorm
 from dcframe.distributed import World
 from dcframe.errors import RunStopped, UserError
-from dcframe.extraction import ImageSubset, run_loader
+from dcframe.extraction import ImageSubset, run_loader, to_device
 from dcframe.interfaces import Backbone, Dataset
 from dcframe.prefetch import prefetched
 from dcframe.progress import Reporter
 from dcframe.transforms import TrainingView
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# On a GPU, reading the loss (for the divergence check) and the processes' stop flags waits
+# for the device to finish its queue; doing it every few steps keeps the queue full.
+GPU_STEPS_PER_CHECK = 16
 
 
 def loader_workers(setting: int | str) -> int:
@@ -94,6 +97,24 @@ class PassProgress:
 
 
 @dataclass
+class Unchecked:
+    """The loss of the steps since the last check, summed on the device."""
+
+    loss_sum: torch.Tensor
+    seen: int = 0
+    steps: int = 0
+
+    def add(self, mean: torch.Tensor, count: int) -> None:
+        self.loss_sum += mean.float() * count
+        self.seen += count
+        self.steps += 1
+
+    def clear(self) -> None:
+        self.loss_sum.zero_()
+        self.seen = self.steps = 0
+
+
+@dataclass
 class Trainer:
     """The network, its persistent body optimizer and the settings of the training pass."""
 
@@ -106,6 +127,7 @@ class Trainer:
     world: World = field(default_factory=World)
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every_steps: int = 0
+    compile: bool = False
     # fp16 loss scaling lives for the whole run (rebuilt per epoch, its scale would restart
     # at 2**16 and skip the first steps of every epoch); disabled, it does nothing.
     scaler: torch.amp.GradScaler = field(
@@ -124,9 +146,12 @@ class Trainer:
         """Move the net to its device and build the body SGD, which lives for the whole run."""
         world = world or World()
         opt = recipe.optimizer
+        on_gpu = devices.network.type == "cuda"
         backbone.to(devices.network)
+        if on_gpu:  # what the tensor cores' convolutions want; the batches follow (to_device)
+            backbone.to(memory_format=torch.channels_last)
         if recipe.run.sync_batchnorm and world.size > 1:
-            synchronise_batchnorm(backbone, on_gpu=devices.network.type == "cuda")
+            synchronise_batchnorm(backbone, on_gpu=on_gpu)
         body = torch.optim.SGD(
             backbone.body_parameters(),
             lr=opt.lr,
@@ -146,6 +171,7 @@ class Trainer:
             world,
             stop or StopRequest(),
             recipe.run.checkpoint_every_steps,
+            recipe.run.compile,
             torch.amp.GradScaler("cuda", enabled=devices.amp_dtype == torch.float16),
         )
 
@@ -170,18 +196,20 @@ class Trainer:
         ]
 
     def _parallel(self) -> nn.Module:
-        """The module the pass runs: the network itself, or its DDP wrapper across processes.
+        """The module the pass runs: the network itself, or its DDP wrapper across processes,
+        compiled when ``run.compile`` asks.
 
         Built anew every epoch, since the top layer is new; DDP's construction broadcasts
         the main process's weights, so the new top layer is the same on every process.
         """
-        if not self.world.distributed:
-            return self.backbone
-        from torch.nn.parallel import DistributedDataParallel
+        model: nn.Module = self.backbone
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
 
-        on_gpu = self.devices.network.type == "cuda"
-        ids = [self.devices.network] if on_gpu else None
-        return DistributedDataParallel(self.backbone, device_ids=ids)
+            on_gpu = self.devices.network.type == "cuda"
+            ids = [self.devices.network] if on_gpu else None
+            model = DistributedDataParallel(self.backbone, device_ids=ids)
+        return torch.compile(model) if self.compile else model  # type: ignore[return-value]
 
     def train_pass(
         self,
@@ -216,12 +244,15 @@ class Trainer:
         scaler = self.scaler
         loss_fn = nn.CrossEntropyLoss()
         batch = self.optimizer.batch_size
+        check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
+        unchecked = Unchecked(torch.zeros((), device=self.devices.network))
         batches = loader if self.workers else prefetched(loader)
         for images, labels, unreadable in reporter.track(batches, len(loader), "training"):
             bad_images.check(unreadable)
-            if images is None:
+            if images is None:  # no image of this step was readable: nothing to learn from
+                progress.step += 1
                 continue
-            images = images.to(self.devices.network, non_blocking=True)
+            images = to_device(images, self.devices.network)
             labels = labels.to(self.devices.network, non_blocking=True)
             global_batch = min(batch, len(indices) - progress.step * batch)
             with self.autocast():
@@ -236,28 +267,44 @@ class Trainer:
             scaler.step(self.body_optimizer)
             scaler.step(top)
             scaler.update()
-            value = mean.item()
-            stop, diverged = self.world.sum(
-                float(self.stop.requested), float(not math.isfinite(value))
-            )
-            if diverged:
-                shown = value if not math.isfinite(value) else "not finite on another process"
-                raise UserError(
-                    f"training step {progress.step}: the loss is {shown}; the run diverged. "
-                    f"Start a new run with a lower optimizer.lr (now {self.optimizer.lr:g}) or "
-                    f"optimizer.weight_decay (now {self.optimizer.weight_decay:g}), e.g. "
-                    f"--set optimizer.lr={self.optimizer.lr / 10:g} --set run.name=<new-name>"
-                )
-            progress.loss_sum += value * len(labels)
-            progress.seen += len(labels)
+            unchecked.add(mean.detach(), len(labels))  # stays on the device: no wait here
             progress.step += 1
             every = self.checkpoint_every_steps
-            if stop or (every and progress.step % every == 0 and progress.step < len(plan)):
-                save(progress)
-            if stop:
-                raise self.stop.stopped(f"at training step {progress.step}")
-        loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
+            due = bool(every and progress.step % every == 0 and progress.step < len(plan))
+            if due or progress.step % check_every == 0 or progress.step == len(plan):
+                stop = self._check(unchecked, progress)
+                if stop or due:
+                    save(progress)
+                if stop:
+                    raise self.stop.stopped(f"at training step {progress.step}")
+                loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
         return loss_sum / max(seen, 1)
+
+    def _check(self, unchecked: Unchecked, progress: PassProgress) -> bool:
+        """Read the steps' losses from the device, stop on a diverged loss, and say whether a
+        stop signal reached some process: one host synchronisation and one collective.
+
+        Raises:
+            UserError: the loss became NaN or infinite on some process (the run diverged).
+        """
+        value = float(unchecked.loss_sum)
+        stop, diverged = self.world.sum(float(self.stop.requested), float(not math.isfinite(value)))
+        if diverged:
+            first = progress.step - unchecked.steps
+            where = (
+                f"step {first}" if unchecked.steps == 1 else f"steps {first}-{progress.step - 1}"
+            )
+            shown = value if not math.isfinite(value) else "not finite on another process"
+            raise UserError(
+                f"training {where}: the loss is {shown}; the run diverged. "
+                f"Start a new run with a lower optimizer.lr (now {self.optimizer.lr:g}) or "
+                f"optimizer.weight_decay (now {self.optimizer.weight_decay:g}), e.g. "
+                f"--set optimizer.lr={self.optimizer.lr / 10:g} --set run.name=<new-name>"
+            )
+        progress.loss_sum += value
+        progress.seen += unchecked.seen
+        unchecked.clear()
+        return bool(stop)
 
     def stop_if_asked(self, where: str) -> None:
         """Honour a stop signal between stages (the last checkpoint is the one to resume from).
