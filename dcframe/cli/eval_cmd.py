@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -113,6 +113,7 @@ BatchSize = Annotated[int, _option(RunOptions, "batch_size", "--batch-size")]
 Workers = Annotated[int, _option(RunOptions, "workers", "--workers")]
 Seed = Annotated[int, _option(RunOptions, "seed", "--seed")]
 Output = Annotated[Path | None, _option(RunOptions, "output", "--output", "-o")]
+CacheDir = Annotated[Path | None, _option(RunOptions, "cache_dir", "--cache-dir")]
 Quiet = Annotated[bool, _option(RunOptions, "quiet", "--quiet", "-q")]
 
 
@@ -170,10 +171,13 @@ def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
         RunOptions,
         **{name: given[name] for name in ("device", "batch_size", "workers", "seed", "quiet")},
         output=path_or_none("output"),
+        cache_dir=path_or_none("cache_dir"),
     )
     runtime = Runtime.from_options(run_options)
     torch.manual_seed(run_options.seed)  # the random init, the heads, the augmentations
     model = load_model(model_options)
+    if runtime.cache_dir is None:  # next to the results: a real disk, unlike a RAM-backed /tmp
+        runtime = replace(runtime, cache_dir=_output_folder(run_options, model))
     backbone = model.backbone.to(runtime.device)
     features = FrozenFeatures(backbone, layers or backbone.tap_names)
     evaluation_data = load_data(data_options, run_options.seed)
@@ -183,6 +187,11 @@ def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
         + f"; {len(evaluation_data.train)} train / {len(evaluation_data.val)} val images"
     )
     return _Session(model, features, evaluation_data, data_options, run_options, runtime)
+
+
+def _output_folder(run_options: RunOptions, model: EvalModel) -> Path:
+    """Where the results JSON goes: ``--output``, else the model's default folder."""
+    return Path(run_options.output or model.output_dir).expanduser()
 
 
 def _layers(text: str | None) -> tuple[str, ...] | None:
@@ -201,14 +210,14 @@ def _finish(
     """Print the table and write the results JSON (path printed last)."""
     from dcframe.rundir import versions
 
-    folder = Path(session.run_options.output or session.model.output_dir).expanduser()
+    folder = _output_folder(session.run_options, session.model)
     path = folder / f"{command}-{session.model.tag}.json"
     payload = {
         "command": command,
         "model": session.model.info,
         "data": session.data.info(session.data_options),
         "options": {
-            **session.run_options.model_dump(mode="json", exclude={"output", "quiet"}),
+            **session.run_options.model_dump(mode="json", exclude={"output", "quiet", "cache_dir"}),
             "device": str(session.runtime.device),
             **options.model_dump(mode="json"),
             "layers": list(session.features.layers),  # resolved: the default is "every tap"
@@ -282,6 +291,7 @@ def linear_probe_cmd(
     workers: Workers = _default(RunOptions, "workers"),
     seed: Seed = _default(RunOptions, "seed"),
     output: Output = None,
+    cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a linear classifier on each frozen layer (the paper's Table 1 protocol).
@@ -347,6 +357,7 @@ def knn_cmd(
     workers: Workers = _default(RunOptions, "workers"),
     seed: Seed = _default(RunOptions, "seed"),
     output: Output = None,
+    cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Weighted kNN (cosine, votes exp(sim/T)): training images classify validation images."""
@@ -393,6 +404,7 @@ def clusters_cmd(
     workers: Workers = _default(RunOptions, "workers"),
     seed: Seed = _default(RunOptions, "seed"),
     output: Output = None,
+    cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
     """k-means on frozen features (k = number of classes): NMI, AMI, ARI, accuracy."""

@@ -25,9 +25,10 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from dcframe import registries
 from dcframe.evaluation.data import EvalData, Split
-from dcframe.evaluation.features import FrozenFeatures, extract
+from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import ClusterOptions
 from dcframe.evaluation.runtime import Runtime
+from dcframe.evaluation.store import FeatureCache
 from dcframe.interfaces import Clusterer, Preprocessor
 from dcframe.metrics import nmi
 from dcframe.transforms import clustering_transform
@@ -99,26 +100,33 @@ def cluster_layer(
 def evaluate_clusters(
     features: FrozenFeatures, data: EvalData, options: ClusterOptions, runtime: Runtime
 ) -> dict[str, dict[str, Any]]:
-    """Cluster metrics of every layer on the chosen split(s), centre-crop view."""
+    """Cluster metrics of every layer on the chosen split(s), centre-crop view.
+
+    Features go through an on-disk :class:`~dcframe.evaluation.store.FeatureCache`, so RAM
+    holds one layer's features at a time (k-means needs all rows of a layer at once).
+    """
     splits: list[Split] = {
         "train": [data.train],
         "val": [data.val],
         "all": [data.train, data.val],
     }[options.split]
     view = clustering_transform(features.backbone.input_size)
-    parts = [
-        extract(features, s, view, runtime, f"features {i + 1}/{len(splits)}")
-        for i, s in enumerate(splits)
-    ]
     labels = np.concatenate([s.labels for s in splits])
     k = options.k or data.num_classes
     results = {}
-    for name in features.layers:
-        x = np.concatenate([p[name].numpy() for p in parts])
-        runtime.reporter.info(f"clustering {name}: {x.shape[0]} x {x.shape[1]} into {k} clusters")
-        results[name] = {
-            "dim": features.dims[name],
-            "pooling": features.pooling[name],
-            **cluster_layer(x, labels, k, options.pca_dim, runtime.seed),
-        }
+    with FeatureCache(runtime.cache_dir) as cache:
+        parts = [
+            cache.extract(features, s, view, runtime, f"features {i + 1}/{len(splits)}")
+            for i, s in enumerate(splits)
+        ]
+        for name in features.layers:
+            x = np.concatenate([p[name].read().numpy() for p in parts])
+            runtime.reporter.info(
+                f"clustering {name}: {x.shape[0]} x {x.shape[1]} into {k} clusters"
+            )
+            results[name] = {
+                "dim": features.dims[name],
+                "pooling": features.pooling[name],
+                **cluster_layer(x, labels, k, options.pca_dim, runtime.seed),
+            }
     return results

@@ -19,7 +19,7 @@ as it is, for kNN and cluster metrics (and probes if wanted).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -126,35 +126,36 @@ class FrozenFeatures(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if self._taps:
             maps = self.backbone.taps(images, self._taps)
-            out = {name: torch.flatten(self.pools[name](m), 1) for name, m in maps.items()}
+            for name in self._taps:  # pop: each full-size map is freed once it is pooled
+                out[name] = torch.flatten(self.pools[name](maps.pop(name)), 1)
         if EMBED in self.layers:
             out[EMBED] = self.backbone.embed(images)
         return {name: out[name] for name in self.layers}
 
 
 @torch.no_grad()
-def extract(
+def feature_batches(
     features: FrozenFeatures,
     split: Split,
     transform: Callable[[Any], torch.Tensor],
     runtime: Runtime,
     description: str,
-) -> dict[str, torch.Tensor]:
-    """Features of every image of ``split``, in order, as float32 CPU tensors.
+    crops: int = 1,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Features of successive batches of ``split``, in image order, as float32 CPU tensors.
 
-    Returns (N, dim) per layer, or (N, crops, dim) when ``transform`` returns a stack of
-    crops per image (e.g. ten-crop).
+    Yields (B, dim) per layer, or (B, crops, dim) when ``transform`` returns a stack of
+    ``crops`` crops per image (e.g. ten-crop). With crops, a batch holds
+    ``batch_size // crops`` images (at least one), so that the trunk never sees more than
+    about ``batch_size`` crops at once: the unpooled maps of one pass stay one batch's worth.
     """
-    loader = image_loader(split, transform, runtime.batch_size, runtime.workers)
-    out: dict[str, torch.Tensor] = {}
-    start = 0
+    images_per_batch = max(1, runtime.batch_size // crops)
+    loader = image_loader(split, transform, images_per_batch, runtime.workers)
     for images, _ in runtime.reporter.track(loader, len(loader), description):
         batch = len(images)
-        crops = images.shape[1:2] if images.dim() == 5 else torch.Size()
-        flat = features(images.flatten(0, 1) if crops else images)
-        for name, values in flat.items():
-            if name not in out:  # allocated once the crop count is known
-                out[name] = torch.empty(len(split), *crops, values.shape[1])
-            out[name][start : start + batch] = values.float().cpu().view(batch, *crops, -1)
-        start += batch
-    return out
+        if images.dim() == 5 and images.shape[1] != crops:
+            raise ValueError(f"the view gives {images.shape[1]} crops per image, not {crops}")
+        stacked = images.dim() == 5
+        flat = features((images.flatten(0, 1) if stacked else images).to(runtime.device))
+        row = images.shape[1:2] if stacked else torch.Size()
+        yield {name: values.float().cpu().view(batch, *row, -1) for name, values in flat.items()}

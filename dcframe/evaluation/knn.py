@@ -8,6 +8,8 @@ class, and classes are ranked by their summed votes (k = 20, T = 0.07 by default
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -15,13 +17,16 @@ import torch.nn.functional as F
 
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.data import EvalData
-from dcframe.evaluation.features import FrozenFeatures, extract
+from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import KnnOptions
 from dcframe.evaluation.runtime import Runtime
+from dcframe.evaluation.store import FeatureCache
 from dcframe.transforms import clustering_transform
 
 #: Queries scored at once, bounding the (queries x training rows) similarity matrix.
 QUERY_CHUNK = 1024
+#: Training rows moved to the device and compared at once.
+TRAIN_CHUNK = 8192
 
 
 def knn_votes(
@@ -31,8 +36,10 @@ def knn_votes(
     num_classes: int,
     k: int = 20,
     temperature: float = 0.07,
+    *,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Summed neighbour votes per class, (num_queries, num_classes).
+    """Summed neighbour votes per class, (num_queries, num_classes), on the CPU.
 
     Args:
         train_features: (N, D) features of the labelled rows.
@@ -41,16 +48,59 @@ def knn_votes(
         num_classes: Number of classes.
         k: Neighbours per query (at most N are used).
         temperature: A neighbour of cosine similarity s votes exp(s / temperature).
+        device: Where the similarities are computed (default: that of ``queries``).
     """
-    memory = F.normalize(train_features.float(), dim=1)
-    k = min(k, len(memory))
-    votes = []
-    for chunk in F.normalize(queries.float(), dim=1).split(QUERY_CHUNK):
-        similarity, index = (chunk @ memory.T).topk(k, dim=1)
-        weights = (similarity / temperature).exp()
-        scores = torch.zeros(len(chunk), num_classes, dtype=weights.dtype)
-        votes.append(scores.scatter_add_(1, train_labels[index], weights))
-    return torch.cat(votes)
+    return chunked_knn_votes(
+        train_features.split(TRAIN_CHUNK),
+        train_labels,
+        queries,
+        num_classes,
+        k,
+        temperature,
+        device=device,
+    )
+
+
+def chunked_knn_votes(
+    train_chunks: Iterable[torch.Tensor],
+    train_labels: torch.Tensor,
+    queries: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    *,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """:func:`knn_votes` with the training rows given as consecutive chunks (e.g. read from
+    disk), so that only one chunk is on ``device`` at a time.
+
+    Each chunk is compared with every query and merged into a running top-k per query;
+    the result is the top-k over all rows (the same neighbours as one big ``topk``, up to
+    the order of exactly equal similarities).
+    """
+    device = queries.device if device is None else device
+    k = min(k, len(train_labels))
+    unit_queries = F.normalize(queries.float().to(device), dim=1)
+    best = torch.full((len(queries), k), -math.inf, device=device)
+    best_index = torch.zeros((len(queries), k), dtype=torch.long, device=device)
+    start = 0
+    for chunk in train_chunks:
+        memory = F.normalize(chunk.float().to(device), dim=1)
+        rows = torch.arange(start, start + len(memory), device=device)
+        for q in range(0, len(queries), QUERY_CHUNK):
+            similarity = unit_queries[q : q + QUERY_CHUNK] @ memory.T
+            candidates = torch.cat([best[q : q + QUERY_CHUNK], similarity], dim=1)
+            indices = torch.cat([best_index[q : q + QUERY_CHUNK], rows.expand_as(similarity)], 1)
+            top, position = candidates.topk(k, dim=1)
+            best[q : q + QUERY_CHUNK] = top
+            best_index[q : q + QUERY_CHUNK] = indices.gather(1, position)
+        start += len(memory)
+    if start != len(train_labels):
+        raise ValueError(f"{start} training rows for {len(train_labels)} labels")
+    weights = (best / temperature).exp()
+    labels = train_labels.to(device)[best_index]
+    votes = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=device)
+    return votes.scatter_add_(1, labels, weights).cpu()
 
 
 def evaluate_knn(
@@ -58,21 +108,30 @@ def evaluate_knn(
 ) -> dict[str, dict[str, Any]]:
     """kNN top-1 (and top-5) of every layer: training images vote for validation images.
 
-    Both splits go through the deterministic centre-crop view.
+    Both splits go through the deterministic centre-crop view into an on-disk
+    :class:`~dcframe.evaluation.store.FeatureCache`; similarities are computed on the
+    runtime's device, one chunk of training rows at a time.
     """
     view = clustering_transform(features.backbone.input_size)
-    train = extract(features, data.train, view, runtime, "train features")
-    val = extract(features, data.val, view, runtime, "val features")
     train_labels = torch.as_tensor(data.train.labels)
     val_labels = torch.as_tensor(data.val.labels)
     results = {}
-    for name in features.layers:
-        votes = knn_votes(
-            train[name], train_labels, val[name], data.num_classes, options.k, options.temperature
-        )
-        results[name] = {
-            "dim": features.dims[name],
-            "pooling": features.pooling[name],
-            **topk_accuracy(votes, val_labels),
-        }
+    with FeatureCache(runtime.cache_dir) as cache:
+        train = cache.extract(features, data.train, view, runtime, "train features")
+        val = cache.extract(features, data.val, view, runtime, "val features")
+        for name in features.layers:
+            votes = chunked_knn_votes(
+                train[name].chunks(TRAIN_CHUNK),
+                train_labels,
+                val[name].read(),
+                data.num_classes,
+                options.k,
+                options.temperature,
+                device=runtime.device,
+            )
+            results[name] = {
+                "dim": features.dims[name],
+                "pooling": features.pooling[name],
+                **topk_accuracy(votes, val_labels),
+            }
     return results

@@ -10,15 +10,18 @@ Training views (``s = input_size / 224``):
 
 * ``augment`` (the paper's): Resize(256s) -> CenterCrop(256s) -> RandomCrop(224s) ->
   horizontal flip, one trunk pass per batch;
-* ``cached``: the deterministic Resize(256s) -> CenterCrop(224s) view, extracted once and
-  kept in memory (float32, N x dim per layer), then only the heads train: cheap on small
+* ``cached``: the deterministic Resize(256s) -> CenterCrop(224s) view, extracted once into
+  the on-disk :class:`~dcframe.evaluation.store.FeatureCache` (float32, N x dim per
+  layer), then only the heads train on batches of rows read back from it: cheap on small
   data, no augmentation.
 
 Validation: Resize(256s) -> CenterCrop(224s), or TenCrop(224s) (four corners and centre,
 and their mirror images) with the softmax averaged over the ten crops. Validation features
-are deterministic, so they are extracted once (x10 memory with ten crops) in both modes.
-After every epoch each head is scored on the validation split; the report gives the best
-epoch (highest top-1, the paper's choice) and the last one.
+are deterministic, so they are extracted once into the cache (x10 disk with ten crops) in
+both modes and streamed back a batch of images at a time, each image's crops averaged as
+its batch is scored. RAM thus holds a batch, the model and the heads, whatever the number
+of images. After every epoch each head is scored on the validation split; the report gives
+the best epoch (highest top-1, the paper's choice) and the last one.
 """
 
 from __future__ import annotations
@@ -33,14 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
 
-from dcframe.evaluation.accuracy import topk_accuracy
+from dcframe.evaluation.accuracy import hits_to_accuracy, topk_hits
 from dcframe.evaluation.data import EvalData, image_loader
-from dcframe.evaluation.features import FrozenFeatures, extract
+from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import LinearProbeOptions
 from dcframe.evaluation.runtime import Runtime
+from dcframe.evaluation.store import FeatureCache, FeatureFile
 from dcframe.transforms import IMAGENET_MEAN, IMAGENET_STD, clustering_transform, resize_size
 
 Batches = Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]
+
+#: Crops per image of the ten-crop view.
+TEN_CROPS = 10
 
 
 def decayed_lr(lr0: float, weight_decay: float, iteration: int) -> float:
@@ -127,12 +134,17 @@ class LayerReport:
 
 
 def _training_batches(
-    features: FrozenFeatures, data: EvalData, options: LinearProbeOptions, runtime: Runtime
+    features: FrozenFeatures,
+    data: EvalData,
+    options: LinearProbeOptions,
+    runtime: Runtime,
+    cache: FeatureCache,
 ) -> Callable[[], Batches]:
     """A callable giving one epoch of (layer features, labels) training batches.
 
-    ``cached`` extracts the training features now, once, and shuffles their rows every
-    epoch; ``augment`` returns batches of freshly cropped images through the trunk.
+    ``cached`` extracts the training features now, once, into ``cache`` and reads back
+    shuffled batches of rows every epoch; ``augment`` returns batches of freshly cropped
+    images through the trunk.
     """
     size = features.backbone.input_size
     if options.mode == "augment":
@@ -146,31 +158,35 @@ def _training_batches(
 
         return augmented
 
-    train = extract(features, data.train, clustering_transform(size), runtime, "train features")
+    view = clustering_transform(size)
+    train = cache.extract(features, data.train, view, runtime, "train features")
     labels = torch.as_tensor(data.train.labels)
     generator = torch.Generator().manual_seed(runtime.seed)
 
     def cached() -> Batches:
         for index in torch.randperm(len(labels), generator=generator).split(runtime.batch_size):
-            yield {name: x[index] for name, x in train.items()}, labels[index]
+            yield {name: rows.gather(index) for name, rows in train.items()}, labels[index]
 
     return cached
 
 
 @torch.no_grad()
 def _score(
-    heads: nn.ModuleDict, val: dict[str, torch.Tensor], labels: torch.Tensor, runtime: Runtime
+    heads: nn.ModuleDict, val: dict[str, FeatureFile], labels: torch.Tensor, runtime: Runtime
 ) -> dict[str, dict[str, float]]:
+    """Top-k accuracy of every head, streaming the validation rows a batch at a time."""
     heads.eval()
+    labels = labels.to(runtime.device)
     scores = {}
     for name, head in heads.items():
-        probabilities = torch.cat(
-            [
-                crop_probabilities(head(chunk.to(runtime.device))).cpu()
-                for chunk in val[name].split(runtime.batch_size)
-            ]
-        )
-        scores[name] = topk_accuracy(probabilities, labels)
+        hits: dict[str, int] = {}
+        start = 0
+        for chunk in val[name].chunks(runtime.batch_size):
+            probabilities = crop_probabilities(head(chunk.to(runtime.device)))
+            for key, count in topk_hits(probabilities, labels[start : start + len(chunk)]).items():
+                hits[key] = hits.get(key, 0) + count
+            start += len(chunk)
+        scores[name] = hits_to_accuracy(hits, len(labels))
     return scores
 
 
@@ -179,14 +195,32 @@ def linear_probe(
 ) -> dict[str, LayerReport]:
     """Train and validate a linear classifier on every layer of ``features``.
 
+    Features kept between epochs live in a :class:`FeatureCache` under
+    ``runtime.cache_dir``, removed when the probe ends.
+
     Returns:
         Layer name -> its report (best and last epoch, full history).
+
+    Raises:
+        UserError: the cache folder cannot be written or lacks the space.
     """
+    with FeatureCache(runtime.cache_dir) as cache:
+        return _probe(features, data, options, runtime, cache)
+
+
+def _probe(
+    features: FrozenFeatures,
+    data: EvalData,
+    options: LinearProbeOptions,
+    runtime: Runtime,
+    cache: FeatureCache,
+) -> dict[str, LayerReport]:
     reporter = runtime.reporter
     view = eval_transform(features.backbone.input_size, options.ten_crop)
-    val = extract(features, data.val, view, runtime, "val features")
+    crops = TEN_CROPS if options.ten_crop else 1
+    val = cache.extract(features, data.val, view, runtime, "val features", crops)
     val_labels = torch.as_tensor(data.val.labels)
-    training_batches = _training_batches(features, data, options, runtime)
+    training_batches = _training_batches(features, data, options, runtime, cache)
     heads = nn.ModuleDict(
         {name: nn.Linear(features.dims[name], data.num_classes) for name in features.layers}
     ).to(runtime.device)

@@ -131,6 +131,12 @@ class RunOptions(Params):
         description="Folder of the results JSON (default: eval/ in the run directory, next to "
         "a checkpoint, or in the current folder for --random-init).",
     )
+    cache_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="Folder of the temporary on-disk feature cache (N x layer dims float32 "
+        "per split; removed when the command ends). Default: the output folder.",
+    )
     quiet: bool = Field(False, description="No progress bars or per-epoch lines.")
 
 
@@ -156,7 +162,8 @@ class LinearProbeOptions(Params):
     mode: Literal["cached", "augment"] = Field(
         "cached",
         description="'cached': training features computed once without augmentation and kept "
-        "in memory (cheap); 'augment': the paper's random crops and flips, a trunk pass per batch.",
+        "in the on-disk cache (cheap); 'augment': the paper's random crops and flips, a trunk "
+        "pass per batch.",
     )
     ten_crop: bool = Field(
         False, description="Validate on 10 crops (corners, centre, flipped) averaging the softmax."

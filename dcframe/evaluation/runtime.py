@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,9 @@ class Runtime:
         workers: DataLoader worker processes.
         seed: Seed of every random choice of the evaluation.
         reporter: Progress bars and messages.
+        cache_dir: Folder of the temporary on-disk feature cache
+            (:class:`~dcframe.evaluation.store.FeatureCache`); None: the system's
+            temporary folder.
     """
 
     device: torch.device
@@ -36,6 +40,7 @@ class Runtime:
     workers: int
     seed: int
     reporter: Reporter
+    cache_dir: Path | None = None
 
     @classmethod
     def from_options(cls, options: RunOptions) -> Runtime:
@@ -45,4 +50,5 @@ class Runtime:
             workers=options.workers,
             seed=options.seed,
             reporter=Reporter(quiet=options.quiet),
+            cache_dir=None if options.cache_dir is None else Path(options.cache_dir).expanduser(),
         )
