@@ -24,8 +24,10 @@ from dcframe.components.backbones import AlexNet, AlexNetParams
 from dcframe.components.datasets import ImageFolder, ImageFolderParams
 from dcframe.components.preprocessors import L2Normalize, PCAParams, PCAWhitening
 from dcframe.extraction import extract_features
+from dcframe.loading import RunLoader, run_views
 from dcframe.params import NoParams
 from dcframe.progress import Reporter
+from dcframe.transforms import TrainingView
 
 
 def measure(data: ImageFolder, net: AlexNet, fit_sample: int, batch_size: int) -> tuple[int, float]:
@@ -35,12 +37,11 @@ def measure(data: ImageFolder, net: AlexNet, fit_sample: int, batch_size: int) -
     start = time.perf_counter()
     features = extract_features(
         net,
-        data,
+        RunLoader(data, run_views(net.input_size, TrainingView(net.input_size)), workers=0),
         chain,
         sample_rng=np.random.default_rng(0),
         batch_size=batch_size,
         device=torch.device("cpu"),
-        workers=0,
         autocast=contextlib.nullcontext,
         reporter=Reporter(quiet=True),
     )

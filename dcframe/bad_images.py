@@ -49,8 +49,9 @@ class MarkUnreadable(TorchDataset[Any]):
     """``base[i]``, or an :class:`Unreadable` marker when the dataset cannot read that image.
 
     Args:
-        base: A dataset of (image, target) pairs with an ``indices`` array mapping its
-            positions to dataset indices (an :class:`~dcframe.extraction.ImageSubset`).
+        base: A dataset of (image, target) pairs whose ``dataset_index(i)`` names the image
+            item ``i`` is (an :class:`~dcframe.extraction.ImageSubset`, or the run's
+            :class:`~dcframe.loading.ViewedImages`).
     """
 
     def __init__(self, base: Any) -> None:
@@ -63,9 +64,9 @@ class MarkUnreadable(TorchDataset[Any]):
         try:
             return self.base[i]
         except BadImageError as error:
-            return Unreadable(int(self.base.indices[i]), error.path, error.reason)
+            return Unreadable(self.base.dataset_index(i), error.path, error.reason)
         except UserError as error:  # a dataset that names the problem in its own words
-            index = int(self.base.indices[i])
+            index = self.base.dataset_index(i)
             return Unreadable(index, f"image {index}", str(error))
 
 

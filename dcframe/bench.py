@@ -36,12 +36,12 @@ from dcframe.assembly import Components, build_components, check_sizes, resolve_
 from dcframe.bad_images import BadImagePolicy
 from dcframe.clustering import import_faiss
 from dcframe.errors import UserError
-from dcframe.extraction import ImageSubset, extract_features, fit_chain, run_loader
+from dcframe.extraction import extract_features, fit_chain
 from dcframe.interfaces import Dataset
+from dcframe.loading import CLUSTERING, TRAINING, Item, RunLoader
 from dcframe.params import NoParams
 from dcframe.progress import Reporter
 from dcframe.training import PassProgress, Trainer
-from dcframe.transforms import clustering_transform
 from dcframe.view_cache import ClusteringViewCache
 
 
@@ -136,11 +136,13 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     backbone, device, batch = parts.backbone, devices.network, recipe.optimizer.batch_size
     k = min(parts.clusterer.k, len(data))
 
-    # What the floors start from, prepared once outside any timing.
-    decoded = _decoded(data, clustering_transform(backbone.input_size), batch, trainer.workers)
+    # What the floors start from, prepared once outside any timing. The run's loader serves
+    # the floors' decoding too, so both sides have the same (already started) workers.
+    loader = trainer.loader_for(data)
+    decoded = _decoded(loader, CLUSTERING, batch)
     with _eval_mode(backbone):
-        raw = torch.cat([backbone.embed(x.to(device)).float().cpu() for x in decoded]).numpy()
-    augmented = _decoded(data, trainer.transform, batch, trainer.workers, labelled=True)
+        raw = torch.cat([backbone.embed(x.to(device)).float().cpu() for x, _ in decoded]).numpy()
+    augmented = _decoded(loader, TRAINING, batch)
 
     scratch = tempfile.TemporaryDirectory(prefix="dcframe-bench-")
     cache = None
@@ -151,12 +153,11 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
         # The preprocessing is fitted in the next row (against raw faiss), not here.
         return extract_features(
             backbone,
-            data,
+            loader,
             [],
             sample_rng=np.random.default_rng(recipe.run.seed),
             batch_size=batch,
             device=device,
-            workers=trainer.workers,
             autocast=trainer.autocast,
             reporter=Reporter(quiet=True),
             view_cache=cache,
@@ -167,12 +168,12 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
 
     def forward_in_memory() -> object:
         with _eval_mode(backbone), trainer.autocast():
-            return [backbone.embed(x.to(device)) for x in decoded]
+            return [backbone.embed(x.to(device)) for x, _ in decoded]
 
     def decode_then_forward() -> object:
-        batches = _decoded(data, clustering_transform(backbone.input_size), batch, trainer.workers)
+        batches = _decoded(loader, CLUSTERING, batch)
         with _eval_mode(backbone), trainer.autocast():
-            return [backbone.embed(x.to(device)) for x in batches]
+            return [backbone.embed(x.to(device)) for x, _ in batches]
 
     def cluster() -> object:
         rng = np.random.default_rng(recipe.run.seed)
@@ -188,7 +189,7 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
         seeds = np.arange(len(data))
         indices = np.arange(len(data))
         return trainer.train_pass(
-            data,
+            loader,
             indices,
             targets,
             seeds,
@@ -242,17 +243,13 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     return BenchReport(recipe.run.name, len(data), full, samples, repeat, rows, projection)
 
 
-def _decoded(
-    data: Dataset, transform: Any, batch: int, workers: int, labelled: bool = False
-) -> list[Any]:
-    """Every image of ``data`` through ``transform``, as batches of tensors in memory (with
-    their dataset indices when ``labelled``)."""
-    indices = np.arange(len(data))
-    seeds = indices if labelled else None  # the training view draws from a seed per image
-    loader = run_loader(
-        ImageSubset(data, transform, indices, seeds=seeds), batch_size=batch, workers=workers
-    )
-    return [(images, index) if labelled else images for images, index, _ in loader]
+def _decoded(loader: RunLoader, view: str, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``view`` of every image of the loader's dataset, as (images, dataset indices) batches
+    of tensors in memory; the training view draws image i's crop from seed i."""
+    seeded = view == TRAINING
+    items = [Item(view, i, i, i if seeded else -1) for i in range(len(loader.dataset))]
+    batches = loader.load([items[s : s + batch] for s in range(0, len(items), batch)])
+    return [(images, index) for images, index, _ in batches]
 
 
 def _clusterer(parts: Components, k: int) -> Any:

@@ -33,6 +33,7 @@ from dcframe.distributed import World
 from dcframe.errors import UserError, reworded
 from dcframe.extraction import extract_feature_shards, extract_features
 from dcframe.features import GatheredFeatures, KnnSignal, ShardedFeatures
+from dcframe.loading import RunLoader
 from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
@@ -75,6 +76,7 @@ class RunContext:
         trainer: The network, its optimizers, and the processes it trains on.
         reporter: Progress and warnings.
         bad_images: The bad-image policy and the images it left out.
+        loader: The run's one loader of the dataset (its workers serve every pass).
         recorder: Writes mid-epoch checkpoints (None outside a run directory).
         view_cache: The clustering views cached so far (``run.view_cache_gib``), or None.
         knn: The per-epoch kNN learning signal's settings (``run.knn_k``, ``run.knn_queries``).
@@ -85,6 +87,7 @@ class RunContext:
     trainer: Trainer
     reporter: Reporter
     bad_images: BadImagePolicy
+    loader: RunLoader
     recorder: Recorder | None = None
     view_cache: ClusteringViewCache | None = None
     knn: KnnSignal = dataclasses.field(default_factory=lambda: KnnSignal(0, 0, "cpu"))
@@ -154,14 +157,13 @@ def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
         "sample_rng": epoch_rng(run.seed, epoch, _STREAM_PCA_SAMPLE),
         "batch_size": trainer.optimizer.batch_size // world.size,
         "device": trainer.devices.network,
-        "workers": trainer.workers,
         "autocast": trainer.autocast,
         "reporter": run.reporter,
         "bad_images": run.bad_images,
         "world": world,
         "view_cache": run.view_cache,
     }
-    inputs = (parts.backbone, parts.dataset, parts.preprocessors)
+    inputs = (parts.backbone, run.loader, parts.preprocessors)
     features: GatheredFeatures | ShardedFeatures
     if parts.clusterer.distributed and world.distributed:
         shard = extract_feature_shards(*inputs, **options)
@@ -204,7 +206,7 @@ def run_epoch(
             progress = resume.progress
         save = _saver(run.recorder, epoch, assignment, metrics, seconds, top_optimizer, bad_images)
         metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
-            parts.dataset,
+            run.loader,
             indices,
             assignment,
             crops,
@@ -294,6 +296,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 trainer,
                 reporter,
                 bad_images,
+                trainer.loader_for(parts.dataset),
                 recorder,
                 _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
                 KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),

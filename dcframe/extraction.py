@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from dcframe.bad_images import BadImagePolicy, MarkUnreadable, collate_readable
+from dcframe.bad_images import BadImagePolicy
 from dcframe.distributed import World
 from dcframe.interfaces import Backbone, Dataset, Preprocessor
+from dcframe.loading import CLUSTERING, CLUSTERING_PIXELS, RunLoader
 from dcframe.prefetch import prefetched
 from dcframe.progress import Reporter
-from dcframe.transforms import PixelsOfClusteringView, clustering_transform, normalise_pixels
+from dcframe.transforms import normalise_pixels
 from dcframe.view_cache import ClusteringViewCache
 
 
@@ -57,6 +57,9 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def dataset_index(self, i: int) -> int:
+        return int(self.indices[i])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[i])
         target = index if self.targets is None else int(self.targets[i])
@@ -64,37 +67,6 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         if self.seeds is None:
             return self.transform(image), target
         return self.transform(image, int(self.seeds[i])), target
-
-
-def run_loader(
-    subset: ImageSubset,
-    *,
-    workers: int,
-    batch_size: int = 1,
-    batch_sampler: list[np.ndarray] | None = None,
-    pin_memory: bool = False,
-) -> DataLoader[Any]:
-    """Batches of ``(images, targets, unreadable)`` for a run's passes: an image the dataset
-    cannot read becomes an entry of ``unreadable`` instead of an exception (see
-    :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch was readable.
-
-    Batches are consecutive items (``batch_size``) or the given positions (``batch_sampler``).
-    The loader has a generator of its own, so creating it never advances the process's
-    random stream (which dropout draws from, and which a checkpoint restores).
-    """
-    sampling: dict[str, Any] = (
-        {"batch_size": batch_size}
-        if batch_sampler is None
-        else {"batch_sampler": [b.tolist() for b in batch_sampler]}
-    )
-    return DataLoader(
-        MarkUnreadable(subset),
-        num_workers=workers,
-        pin_memory=pin_memory,
-        collate_fn=collate_readable,
-        generator=torch.Generator().manual_seed(0),
-        **sampling,
-    )
 
 
 def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -107,12 +79,11 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def embed_batches(
     backbone: Backbone,
-    dataset: Dataset,
+    loader: RunLoader,
     indices: np.ndarray,
     *,
     batch_size: int,
     device: torch.device,
-    workers: int,
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     description: str,
@@ -128,11 +99,11 @@ def embed_batches(
     backbone.eval()
     policy = bad_images or BadImagePolicy()
     batches = (
-        _decoded_views(dataset, indices, backbone.input_size, batch_size, workers, policy)
+        _decoded_views(loader, indices, batch_size, policy)
         if view_cache is None
-        else _cached_views(dataset, indices, view_cache, batch_size, workers, policy)
+        else _cached_views(loader, indices, view_cache, batch_size, policy)
     )
-    batches = batches if workers else prefetched(batches)
+    batches = batches if loader.workers else prefetched(batches)
     for index, images in reporter.track(batches, -(-len(indices) // batch_size), description):
         with autocast():
             features = backbone.embed(to_device(images, device))
@@ -140,35 +111,26 @@ def embed_batches(
 
 
 def _decoded_views(
-    dataset: Dataset,
-    indices: np.ndarray,
-    size: int,
-    batch_size: int,
-    workers: int,
-    policy: BadImagePolicy,
+    loader: RunLoader, indices: np.ndarray, batch_size: int, policy: BadImagePolicy
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(indices, normalised images) batches, every image decoded."""
-    subset = ImageSubset(dataset, clustering_transform(size), indices)
-    for images, index, unreadable in run_loader(subset, batch_size=batch_size, workers=workers):
+    for images, index, unreadable in loader.views_of(CLUSTERING, indices, batch_size):
         policy.check(unreadable)
         if images is not None:
             yield index.numpy(), images
 
 
 def _cached_views(
-    dataset: Dataset,
+    loader: RunLoader,
     indices: np.ndarray,
     cache: ClusteringViewCache,
     batch_size: int,
-    workers: int,
     policy: BadImagePolicy,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(indices, normalised images) batches: first the images the cache lacks, decoded and
     stored, then the cached ones, read in batches."""
-    size = cache.pixels.shape[1]
     missing = indices[~cache.filled[indices]]
-    subset = ImageSubset(dataset, PixelsOfClusteringView(size), missing)
-    for pixels, index, unreadable in run_loader(subset, batch_size=batch_size, workers=workers):
+    for pixels, index, unreadable in loader.views_of(CLUSTERING_PIXELS, missing, batch_size):
         policy.check(unreadable)
         if pixels is not None:
             cache.store(index.numpy(), pixels.numpy())
@@ -196,13 +158,12 @@ class FeatureShard:
 
 def extract_features(
     backbone: Backbone,
-    dataset: Dataset,
+    loader: RunLoader,
     chain: list[Preprocessor],
     *,
     sample_rng: np.random.Generator,
     batch_size: int,
     device: torch.device,
-    workers: int,
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     bad_images: BadImagePolicy | None = None,
@@ -219,7 +180,7 @@ def extract_features(
     the other images; the main process fits the chain, sends the fitted steps to every
     process, and receives every row: it returns the matrix, the other processes None.
     """
-    args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
+    args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
     policy = bad_images or BadImagePolicy()
     gathered, _ = _extract(*args, reporter, policy, world or World(), True, view_cache)
     return gathered
@@ -227,13 +188,12 @@ def extract_features(
 
 def extract_feature_shards(
     backbone: Backbone,
-    dataset: Dataset,
+    loader: RunLoader,
     chain: list[Preprocessor],
     *,
     sample_rng: np.random.Generator,
     batch_size: int,
     device: torch.device,
-    workers: int,
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     bad_images: BadImagePolicy,
@@ -242,7 +202,7 @@ def extract_feature_shards(
 ) -> FeatureShard:
     """As :func:`extract_features`, but every process keeps the rows it embedded (readable
     images only): no process ever holds the N x d matrix."""
-    args = (backbone, dataset, chain, sample_rng, batch_size, device, workers, autocast)
+    args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
     _, shard = _extract(*args, reporter, bad_images, world, False, view_cache)
     assert shard is not None
     return shard
@@ -250,12 +210,11 @@ def extract_feature_shards(
 
 def _extract(
     backbone: Backbone,
-    dataset: Dataset,
+    loader: RunLoader,
     chain: list[Preprocessor],
     sample_rng: np.random.Generator,
     batch_size: int,
     device: torch.device,
-    workers: int,
     autocast: Callable[[], AbstractContextManager[Any]],
     reporter: Reporter,
     policy: BadImagePolicy,
@@ -263,17 +222,16 @@ def _extract(
     gather: bool,
     view_cache: ClusteringViewCache | None,
 ) -> tuple[np.ndarray | None, FeatureShard | None]:
-    n = len(dataset)
+    n = len(loader.dataset)
     order = policy.readable(sample_rng.permutation(n))
     fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
     sample, rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
     embed = functools.partial(
         embed_batches,
         backbone,
-        dataset,
+        loader,
         batch_size=batch_size,
         device=device,
-        workers=workers,
         autocast=autocast,
         reporter=reporter,
         bad_images=policy,

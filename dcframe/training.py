@@ -27,8 +27,9 @@ from dcframe.bad_images import BadImagePolicy
 from dcframe.batchnorm import synchronise_batchnorm
 from dcframe.distributed import World
 from dcframe.errors import RunStopped, UserError
-from dcframe.extraction import ImageSubset, run_loader, to_device
+from dcframe.extraction import to_device
 from dcframe.interfaces import Backbone, Dataset
+from dcframe.loading import TRAINING, Item, RunLoader, run_views
 from dcframe.prefetch import prefetched
 from dcframe.progress import Reporter
 from dcframe.transforms import TrainingView
@@ -180,6 +181,12 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.devices.amp_dtype)
 
+    def loader_for(self, dataset: Dataset) -> RunLoader:
+        """The run's one loader of ``dataset``, for the extraction and the training passes."""
+        views = run_views(self.backbone.input_size, self.transform)
+        on_gpu = self.devices.network.type == "cuda"
+        return RunLoader(dataset, views, self.workers, pin_memory=on_gpu)
+
     def new_top_layer(self, k: int) -> torch.optim.SGD:
         """Fresh top layer (N(0, 0.01), bias 0) and its momentum-free SGD, rebuilt every epoch."""
         top = self.backbone.reset_top_layer(k)
@@ -213,7 +220,7 @@ class Trainer:
 
     def train_pass(
         self,
-        dataset: Dataset,
+        loader: RunLoader,
         indices: np.ndarray,
         targets: np.ndarray,
         seeds: np.ndarray,
@@ -223,7 +230,8 @@ class Trainer:
         progress: PassProgress,
         save: Callable[[PassProgress], None],
     ) -> float:
-        """One pass over ``indices`` with cross-entropy on the pseudo-labels; the mean loss.
+        """One pass over dataset images ``indices`` (the i-th augmented from ``seeds[i]``) with
+        cross-entropy on the pseudo-labels ``targets[image]``; the mean loss.
 
         Starts at ``progress.step`` (a resumed pass) and calls ``save`` every
         ``checkpoint_every_steps`` steps and when a stop signal arrives.
@@ -235,19 +243,22 @@ class Trainer:
         self.backbone.train()
         model = self._parallel()
         plan = self.steps(len(indices))
-        loader = run_loader(
-            ImageSubset(dataset, self.transform, indices, targets[indices], seeds),
-            batch_sampler=plan[progress.step :],
-            workers=self.workers,
-            pin_memory=self.devices.network.type == "cuda",
+        data = loader.load(
+            [
+                [
+                    Item(TRAINING, int(indices[i]), int(targets[indices[i]]), int(seeds[i]))
+                    for i in step
+                ]
+                for step in plan[progress.step :]
+            ]
         )
         scaler = self.scaler
         loss_fn = nn.CrossEntropyLoss()
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
-        batches = loader if self.workers else prefetched(loader)
-        for images, labels, unreadable in reporter.track(batches, len(loader), "training"):
+        batches = data if self.workers else prefetched(data)
+        for images, labels, unreadable in reporter.track(batches, len(data), "training"):
             bad_images.check(unreadable)
             if images is None:  # no image of this step was readable: nothing to learn from
                 progress.step += 1

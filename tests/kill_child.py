@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from dcframe import extraction, training
+from dcframe import extraction
 from dcframe.cli import main
 from dcframe.components.clusterers import FaissKMeans
+from dcframe.loading import TRAINING, RunLoader
 
 calls = {"n": 0}
 SIGNAL = {"sig": signal.SIGKILL}
@@ -77,8 +78,14 @@ def install(stage: str, wanted: int) -> None:
     elif stage in ("train", "sigterm"):
         if stage == "sigterm":
             SIGNAL["sig"] = signal.SIGTERM
-        loader = training.run_loader
-        training.run_loader = lambda *a, **k: DyingLoader(loader(*a, **k), die_on_call(wanted))
+        load = RunLoader.load
+
+        def dying_load(self: RunLoader, batches: Any) -> Any:
+            loader = load(self, batches)
+            training_pass = bool(batches) and batches[0][0].view == TRAINING
+            return DyingLoader(loader, die_on_call(wanted)) if training_pass else loader
+
+        RunLoader.load = dying_load  # type: ignore[method-assign]
     elif stage == "cluster":
         original = FaissKMeans.cluster
 

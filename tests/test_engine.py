@@ -14,8 +14,10 @@ import torch
 from dcframe import assembly, engine, recipe
 from dcframe.errors import UserError
 from dcframe.extraction import embed_batches, extract_features
+from dcframe.loading import RunLoader, run_views
 from dcframe.progress import Reporter
 from dcframe.training import Trainer
+from dcframe.transforms import TrainingView
 
 QUIET = Reporter(quiet=True)
 
@@ -136,16 +138,16 @@ def test_trainer_optimizers_and_top_layer(tiny_recipe: Path) -> None:
 def test_sampled_pca_keeps_rows_in_dataset_order(tiny_recipe: Path) -> None:
     resolved = recipe.load(tiny_recipe, ["preprocess.0.fit_sample=100"])
     parts = assembly.build_components(resolved)
+    loader = RunLoader(parts.dataset, run_views(parts.backbone.input_size, TrainingView(32)), 0)
     kwargs = dict(
         batch_size=64,
         device=torch.device("cpu"),
-        workers=0,
         autocast=contextlib.nullcontext,
         reporter=QUIET,
     )
     features = extract_features(
         parts.backbone,
-        parts.dataset,
+        loader,
         parts.preprocessors,
         sample_rng=np.random.default_rng(0),
         **kwargs,  # type: ignore[arg-type]
@@ -156,7 +158,7 @@ def test_sampled_pca_keeps_rows_in_dataset_order(tiny_recipe: Path) -> None:
     rows = np.array([0, 17, 359])
     (index, raw), *_ = embed_batches(
         parts.backbone,
-        parts.dataset,
+        loader,
         rows,
         description="check",
         **kwargs,  # type: ignore[arg-type]

@@ -1,0 +1,125 @@
+"""One DataLoader for the whole run: its worker processes start once and serve every pass.
+
+Rebuilding a DataLoader for each pass forks its workers again (and re-imports nothing, but
+copies the process and warms up anew) two or three times an epoch. Here the workers hold
+the dataset and the run's views once; each pass only sends them the items it wants, as
+keys ``(view, dataset index, target, seed)`` through a batch sampler whose plan changes
+from pass to pass. With ``workers = 0`` the same loader decodes in the calling process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
+
+from dcframe.bad_images import MarkUnreadable, collate_readable
+from dcframe.interfaces import Dataset
+from dcframe.transforms import PixelsOfClusteringView, clustering_transform
+
+#: Batches each worker prepares ahead of the one being consumed.
+PREFETCH_PER_WORKER = 4
+
+# The views of a run: the training augmentation, the deterministic clustering view, and
+# the same view as uint8 pixels (what the view cache stores).
+TRAINING, CLUSTERING, CLUSTERING_PIXELS = "training", "clustering", "clustering-pixels"
+
+
+def run_views(
+    input_size: int, training: Callable[[Any, int], torch.Tensor]
+) -> dict[str, Callable[..., torch.Tensor]]:
+    """Every view a run's passes ask for, by name."""
+    return {
+        TRAINING: training,
+        CLUSTERING: clustering_transform(input_size),
+        CLUSTERING_PIXELS: PixelsOfClusteringView(input_size),
+    }
+
+
+class Item(NamedTuple):
+    """One image a pass asks for: ``view`` of dataset image ``image``, paired with
+    ``target``; ``seed`` >= 0 makes a random view draw from that seed alone."""
+
+    view: str
+    image: int
+    target: int
+    seed: int = -1
+
+
+class ViewedImages(TorchDataset[tuple[torch.Tensor, int]]):
+    """The images of a dataset under the run's named views, asked for by :class:`Item`."""
+
+    def __init__(self, dataset: Dataset, views: dict[str, Callable[..., torch.Tensor]]) -> None:
+        self.dataset = dataset
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, int]:
+        view = self.views[item.view]
+        image = self.dataset.image(item.image)
+        pixels = view(image) if item.seed < 0 else view(image, item.seed)
+        return pixels, item.target
+
+    def dataset_index(self, item: Item) -> int:
+        return item.image
+
+
+class _Plan(Sampler[list[Item]]):
+    """The batches of the pass under way; replaced before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Item]] = []
+
+    def __iter__(self) -> Iterator[list[Item]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class RunLoader:
+    """Batches of ``(images, targets, unreadable)`` for every pass of a run.
+
+    An image the dataset cannot read becomes an entry of ``unreadable`` instead of an
+    exception (see :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch
+    was readable. The loader has a generator of its own, so iterating it never advances the
+    process's random stream (which dropout draws from, and which a checkpoint restores).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        views: dict[str, Callable[..., torch.Tensor]],
+        workers: int,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.workers = workers
+        self._plan = _Plan()
+        self._loader: DataLoader[Any] = DataLoader(
+            MarkUnreadable(ViewedImages(dataset, views)),
+            batch_sampler=self._plan,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=PREFETCH_PER_WORKER if workers else None,
+            pin_memory=pin_memory,
+            collate_fn=collate_readable,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def load(self, batches: Sequence[Sequence[Item]]) -> DataLoader[Any]:
+        """The loader, set to yield ``batches``; iterate it once before the next call."""
+        self._plan.batches = [list(batch) for batch in batches]
+        return self._loader
+
+    def views_of(self, view: str, indices: np.ndarray, batch_size: int) -> DataLoader[Any]:
+        """``view`` of images ``indices`` in consecutive batches, each targeted with its
+        own dataset index (so that rows can be put back in place)."""
+        items = [Item(view, int(i), int(i)) for i in indices]
+        return self.load([items[s : s + batch_size] for s in range(0, len(items), batch_size)])
