@@ -44,12 +44,21 @@ def _no_data(ax: Any, why: str) -> None:
     ax.set_yticks([])
 
 
+def _stages(metrics: list[dict[str, Any]]) -> list[str]:
+    """The timed stages of the run (extract, cluster, train, ... as the engine names them),
+    in the order they first appear, with the total last."""
+    stages = dict.fromkeys(
+        k for r in metrics if isinstance(r.get("seconds"), dict) for k in r["seconds"]
+    )
+    return [s for s in stages if s != "total"] + ["total"] * ("total" in stages)
+
+
 def metric_curves(metrics: list[dict[str, Any]]) -> Figure:
     """Every per-epoch number of ``metrics.jsonl`` over the epochs, one panel each."""
     epochs = _values(metrics, "epoch")
     figure = Figure(figsize=(13, 6), layout="constrained")
     axes = figure.subplots(2, 4).ravel()
-    panels: list[tuple[str, list[tuple[str, np.ndarray, str]], str]] = [
+    panels: list[tuple[str, list[tuple[str, np.ndarray, str | None]], str]] = [
         ("train loss", [("cross-entropy", _values(metrics, "train_loss"), BLUE)], ""),
         ("k-means objective", [("objective", _values(metrics, "kmeans_objective"), BLUE)], ""),
         (
@@ -74,13 +83,8 @@ def metric_curves(metrics: list[dict[str, Any]]) -> Figure:
         (
             "seconds per stage",
             [
-                (stage, _values(metrics, "seconds", stage), colour)
-                for stage, colour in (
-                    ("extract", BLUE),
-                    ("cluster", ORANGE),
-                    ("train", GREEN),
-                    ("total", GREY),
-                )
+                (stage, _values(metrics, "seconds", stage), GREY if stage == "total" else None)
+                for stage in _stages(metrics)
             ],
             "",
         ),

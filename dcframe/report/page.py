@@ -27,12 +27,12 @@ th { background: #eef1f6; }
 td.text, th.text { text-align: left; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; }
 .card { background: white; border: 1px solid #ddd; border-radius: 6px; padding: 8px;
-        width: 386px; }
+        width: 362px; }
 .card h4 { margin: 0 0 6px; font-size: 13px; }
-.thumbs { display: flex; flex-wrap: wrap; gap: 3px; align-items: center; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 2px; align-items: center; }
 .thumbs img { image-rendering: pixelated; border: 2px solid transparent; }
-.thumbs img.near { border-color: #2e7d32; }
-.thumbs img.other { border-color: #bbb; }
+.thumbs img.near { border: 3px solid #43a047; }
+.thumbs img.other { border: 3px dashed #c8c8c8; }
 .legend-near { color: #2e7d32; font-weight: 600; }
 .legend-other { color: #888; font-weight: 600; }
 #cluster-filter { width: 420px; padding: 4px 6px; font-size: 14px; }

@@ -19,7 +19,7 @@ from dcframe.report.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_cluste
 from dcframe.report.page import Section, figure, note, table
 from dcframe.report.run_data import RunData
 
-GALLERY_SIDE = 56
+GALLERY_SIDE = 52
 INDEX_SIDE = 32
 INDEX_MEMBERS = 4
 #: Clusters whose index row has thumbnails (the largest); the others are numbers only, so a
