@@ -33,7 +33,6 @@ from typing import Any, Generic, Literal, TypeVar, cast
 from pydantic import Field, create_model
 
 from dcframe.errors import PluginLoadError, UnknownComponentError, UserError
-from dcframe.interfaces import summary_of
 from dcframe.params import Params
 
 T = TypeVar("T")
@@ -93,6 +92,10 @@ class Entry(Generic[T]):
 
     @property
     def summary(self) -> str:
+        # The class's module has imported the interfaces already; importing them here, not
+        # at the top, keeps ``import dcframe.registry`` free of torch.
+        from dcframe.interfaces import summary_of
+
         return summary_of(self.cls)
 
 
@@ -133,7 +136,8 @@ class Registry(Generic[T]):
 
     Args:
         kind: Singular noun used in messages ("clusterer").
-        base: Class every entry must subclass.
+        base: Class every entry must subclass, or a callable returning it, called on first
+            use (the component interfaces import torch, which ``dcframe --help`` never needs).
         group: Entry-point group scanned for third-party entries ("dcframe.clusterers").
         section: Recipe section that names a component of this kind ("clusterer").
         builtins: Callable returning the in-tree classes by name; called lazily so that
@@ -143,13 +147,13 @@ class Registry(Generic[T]):
     def __init__(
         self,
         kind: str,
-        base: type,
+        base: type | Callable[[], type],
         group: str,
         section: str,
         builtins: Callable[[], dict[str, type[T]]],
     ) -> None:
         self.kind = kind
-        self.base = base
+        self._base = base
         self.group = group
         self.section = section
         self._builtins = builtins
@@ -158,6 +162,13 @@ class Registry(Generic[T]):
         self._loaded = False
         #: Whether the last load skipped entry points (``DCFRAME_DISABLE_PLUGIN_AUTOLOAD``).
         self.autoload_disabled = False
+
+    @property
+    def base(self) -> type:
+        """The class every entry subclasses (resolved on first use when given lazily)."""
+        if not isinstance(self._base, type):
+            self._base = self._base()
+        return self._base
 
     # ------------------------------------------------------------------ filling
 
