@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -55,17 +56,21 @@ def _scaled(values: np.ndarray, low: float, high: float) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """Decode the file at ``path`` into an 8-bit RGB image.
+def open_rgb(
+    path: str | Path | IO[bytes], min_side: int | None = None, name: str | None = None
+) -> Image.Image:
+    """Decode the file at ``path`` (or an open binary file: a tar member) into 8-bit RGB.
 
-    With ``min_side``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft mode),
-    the smallest that keeps both sides at least ``min_side`` pixels.
+    ``name`` is what errors call the image (default: ``path``). With ``min_side``, a JPEG
+    may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft mode), the smallest that keeps
+    both sides at least ``min_side`` pixels.
 
     Raises:
         BadImageError: for anything that keeps the file from decoding: missing or
             unreadable, not an image, truncated, corrupt, or larger than PIL's
             decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
+    shown = name if name is not None else str(path)
     try:
         # PIL only warns between its limit and twice that: make the limit a hard one, so
         # that a huge file is refused the same way whatever its exact size.
@@ -78,9 +83,9 @@ def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
     except MemoryError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImageError(str(path), _bomb_reason(error)) from error
+        raise BadImageError(shown, _bomb_reason(error)) from error
     except Exception as error:  # PIL raises many types for bad files; all mean the same
-        raise BadImageError(str(path), _reason(error)) from error
+        raise BadImageError(shown, _reason(error)) from error
 
 
 def _bomb_reason(error: Exception) -> str:

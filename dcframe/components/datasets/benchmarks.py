@@ -1,0 +1,246 @@
+"""Local copies of the standard small benchmarks, read from their usual files (no download).
+
+* ``cifar10`` / ``cifar100``: the "python version" batches (``cifar-10-batches-py``,
+  ``cifar-100-python``), pickled dicts of ``b"data"`` (N x 3072 uint8, the red, green and
+  blue planes of 32x32 images) and labels.
+* ``mnist`` / ``fashion-mnist``: the four idx files (``train-images-idx3-ubyte`` ...),
+  gzipped or not.
+
+The pickles are read by an unpickler that only builds numpy arrays and plain containers,
+so a tampered file cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from dcframe.components.datasets._files import check_path
+from dcframe.errors import UserError
+from dcframe.interfaces import Dataset
+from dcframe.params import Params
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 pickles bytes under protocol 2
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _unpickle(path: Path) -> dict[bytes, Any]:
+    check_path(path, "data.root", "file", "/data/cifar-10-batches-py")
+    try:
+        with path.open("rb") as file:
+            loaded = _ArraysOnly(file, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise UserError(
+            f"data.root: {str(path)!r} is not a CIFAR python batch ({error}); download the "
+            "'python version' of the dataset and extract it"
+        ) from error
+    if not isinstance(loaded, dict):
+        raise UserError(f"data.root: {str(path)!r} holds a {type(loaded).__name__}, not a batch")
+    return loaded
+
+
+class CifarParams(Params):
+    root: str = Field(
+        min_length=1,
+        description="The extracted python-version folder (cifar-10-batches-py, "
+        "cifar-100-python) holding the batch files.",
+    )
+    split: Literal["train", "test"] = Field(
+        "train", description="'train' (50,000 images) or 'test' (10,000)."
+    )
+
+
+class _Cifar(Dataset):
+    """Shared reading of the CIFAR python batches; subclasses name the files and keys."""
+
+    Params = CifarParams
+    params: CifarParams
+    files: ClassVar[dict[str, tuple[str, ...]]]
+    meta_file: ClassVar[str]
+    label_key: ClassVar[bytes]
+    names_key: ClassVar[bytes]
+
+    def __init__(self, params: CifarParams) -> None:
+        super().__init__(params)
+        root = Path(params.root).expanduser()
+        check_path(root, "data.root", "folder", "/data/cifar-10-batches-py")
+        pixels, labels = [], []
+        for name in self.files[params.split]:
+            batch = _unpickle(root / name)
+            try:
+                data = np.asarray(batch[b"data"], dtype=np.uint8)
+                found = np.asarray(batch[self.label_key], dtype=np.int64)
+            except KeyError as missing:
+                raise UserError(
+                    f"data.root: {str(root / name)!r} has no {missing.args[0]!r} entry; is "
+                    f"this the right dataset ({type(self).__name__})?"
+                ) from None
+            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(found):
+                raise UserError(
+                    f"data.root: {str(root / name)!r} holds data of shape {data.shape} and "
+                    f"{len(found)} labels; a CIFAR batch has N x 3072 bytes and N labels"
+                )
+            pixels.append(data)
+            labels.append(found)
+        # Each row is three 32x32 planes (R, G, B): make it height x width x channel.
+        self._pixels = np.concatenate(pixels).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self._labels = np.concatenate(labels)
+        self._class_names = self._names(root)
+
+    def _names(self, root: Path) -> list[str]:
+        count = int(self._labels.max()) + 1
+        meta = root / self.meta_file
+        if meta.is_file():
+            names = _unpickle(meta).get(self.names_key)
+            if isinstance(names, list) and len(names) >= count:
+                return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return [str(c) for c in range(count)]
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self._pixels[index], mode="RGB")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
+
+
+class Cifar10(_Cifar):
+    """CIFAR-10 from its python batches (data_batch_1..5, test_batch, batches.meta)."""
+
+    files: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test": ("test_batch",),
+    }
+    meta_file = "batches.meta"
+    label_key = b"labels"
+    names_key = b"label_names"
+
+
+class Cifar100(_Cifar):
+    """CIFAR-100 from its python files (train, test, meta), with the 100 fine labels."""
+
+    files: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("train",), "test": ("test",)}
+    meta_file = "meta"
+    label_key = b"fine_labels"
+    names_key = b"fine_label_names"
+
+
+# ---------------------------------------------------------------------------- MNIST
+
+_IDX_UBYTE = 0x08
+
+
+def _read_idx(path: Path, dims: int) -> np.ndarray:
+    """The uint8 array of an idx file (big-endian header: 0, 0, type, dims, then sizes)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError) as error:
+        raise UserError(f"data.root: cannot read {str(path)!r} ({error})") from error
+    header = 4 + 4 * dims
+    if len(data) < header or data[:2] != b"\0\0" or data[2] != _IDX_UBYTE or data[3] != dims:
+        raise UserError(
+            f"data.root: {str(path)!r} is not an idx file of {dims}-dimensional bytes (its "
+            f"header is {data[:4].hex() or 'empty'}); is it the right file?"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    values = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if values.size != int(np.prod(shape)):
+        raise UserError(
+            f"data.root: {str(path)!r} declares {shape} values but holds {values.size} "
+            "(truncated?); fetch the file again"
+        )
+    return values.reshape(shape)
+
+
+class MnistParams(Params):
+    root: str = Field(
+        min_length=1,
+        description="Folder holding the idx files (train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not).",
+    )
+    split: Literal["train", "test"] = Field(
+        "train", description="'train' (60,000 images) or 'test' (the 10,000 t10k images)."
+    )
+
+
+class Mnist(Dataset):
+    """MNIST handwritten digits from the idx files (28x28 grayscale, 10 classes)."""
+
+    Params = MnistParams
+    params: MnistParams
+    names: ClassVar[tuple[str, ...]] = tuple(str(d) for d in range(10))
+
+    def __init__(self, params: MnistParams) -> None:
+        super().__init__(params)
+        root = Path(params.root).expanduser()
+        check_path(root, "data.root", "folder", "/data/mnist")
+        prefix = "train" if params.split == "train" else "t10k"
+        self._pixels = _read_idx(self._find(root, f"{prefix}-images-idx3-ubyte"), 3)
+        self._labels = _read_idx(self._find(root, f"{prefix}-labels-idx1-ubyte"), 1).astype(
+            np.int64
+        )
+        if len(self._pixels) != len(self._labels):
+            raise UserError(
+                f"data.root: {len(self._pixels)} images but {len(self._labels)} labels in "
+                f"{str(root)!r}; the two {prefix} files are not a pair"
+            )
+
+    @staticmethod
+    def _find(root: Path, name: str) -> Path:
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        raise UserError(
+            f"data.root: no {name} (or {name}.gz) in {str(root)!r}; point data.root at the "
+            "folder holding the four idx files"
+        )
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self._pixels[index], mode="L").convert("RGB")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.names)
+
+
+class FashionMnist(Mnist):
+    """Fashion-MNIST from its idx files (same names and format as MNIST's, 10 garments)."""
+
+    names = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip

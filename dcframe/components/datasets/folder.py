@@ -1,0 +1,138 @@
+"""``imagefolder``: class sub-folders (images at any depth below them), or a flat folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from dcframe.components.datasets._files import IMAGE_EXTENSIONS, check_path, os_problem
+from dcframe.errors import UserError
+from dcframe.images import open_rgb
+from dcframe.interfaces import Dataset
+from dcframe.params import Params
+
+
+def _is_image(entry: os.DirEntry[str]) -> bool:
+    return entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _sorted_entries(folder: str | Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _images_below(class_dir: os.DirEntry[str]) -> list[str]:
+    """Images anywhere below ``class_dir``, in torchvision's order: folders sorted by their
+    path, the images of each folder sorted by name. Symbolic links are followed, as
+    torchvision does, but a link back to a folder being walked is refused (it never ends)."""
+    by_folder: list[tuple[str, list[str]]] = []
+    pending = [(class_dir.path, frozenset[tuple[int, int]]())]
+    while pending:
+        folder, ancestors = pending.pop()
+        info = os.stat(folder)
+        here = (info.st_dev, info.st_ino)
+        if here in ancestors:
+            raise UserError(
+                f"data.root: {folder!r} is a symbolic link loop (it leads back to a folder "
+                "above it); fix or remove the link"
+            )
+        entries = _sorted_entries(folder)
+        by_folder.append((folder, [e.path for e in entries if _is_image(e)]))
+        pending += [(e.path, ancestors | {here}) for e in entries if e.is_dir()]
+    return [path for _, files in sorted(by_folder) for path in files]
+
+
+def _scan(root: Path) -> tuple[list[str], list[int], list[str] | None]:
+    """Image paths, their labels and the class names (None for a flat folder)."""
+    entries = _sorted_entries(root)
+    class_dirs = [e for e in entries if e.is_dir()]
+    loose = [e for e in entries if _is_image(e)]
+    if not class_dirs:
+        return [e.path for e in loose], [], None
+    if loose:
+        # Class folders and images side by side: the images have no label, and leaving
+        # them out would drop data without a word.
+        raise UserError(
+            f"data.root: {len(loose)} image(s) at the top of {str(root)!r} (e.g. "
+            f"{loose[0].name!r}) sit beside {len(class_dirs)} class folder(s) and would be "
+            "left out; move them into a class folder, or point data.root at a folder that "
+            "holds only class folders or only images"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = _images_below(class_dir)
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, [e.name for e in class_dirs]
+
+
+class ImageFolderParams(Params):
+    root: str = Field(
+        description="Folder of images: either one sub-folder per class (its images at any "
+        "depth below it; labels feed the metrics only) or a flat folder of images "
+        "(unlabelled), not both.",
+        min_length=1,
+    )
+    reduced_decoding: bool = Field(
+        True,
+        description="Decode JPEGs at 1/2, 1/4 or 1/8 scale when that still covers what the "
+        "network uses of them (PIL's draft mode): much faster for small inputs on large "
+        "photos; off: always at full size.",
+    )
+
+
+class ImageFolder(Dataset):
+    """Images from a folder of class sub-folders, or from a flat folder of images.
+
+    Sub-folder names become class labels (sorted, as torchvision does); they are only used
+    to measure NMI against the truth, never for training. A class takes every image at
+    any depth below its folder (``train/cat/indoor/1.jpg`` is a cat), again as
+    torchvision's ``ImageFolder`` does. Files are ordered by class, then by folder path,
+    then by name, so row ``i`` of every feature matrix is always the same image. A folder
+    with both class sub-folders and images of its own is refused rather than half read.
+    Images decode to 8-bit RGB as :func:`dcframe.images.open_rgb` describes.
+    """
+
+    Params = ImageFolderParams
+    params: ImageFolderParams
+
+    def __init__(self, params: ImageFolderParams) -> None:
+        super().__init__(params)
+        root = Path(params.root).expanduser()
+        check_path(root, "data.root", "folder", "/path/to/imagenet/train")
+        try:
+            paths, labels, self._class_names = _scan(root)
+        except OSError as error:  # a looping link or an unreadable class folder
+            raise UserError(os_problem(str(error.filename or root), error)) from error
+        if not paths:
+            raise UserError(
+                f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} "
+                "or its class sub-folders"
+            )
+        self.paths = paths
+        self._labels = None if self._class_names is None else np.asarray(labels, np.int64)
+        self._min_side: int | None = None
+
+    def decode_at_least(self, side: int) -> None:
+        if self.params.reduced_decoding:
+            self._min_side = side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
+        return open_rgb(self.paths[index], self._min_side)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
