@@ -106,3 +106,29 @@ def test_paper_recipe_without_imagenet_names_data_root() -> None:
     result = run_cli("run", str(REPO / "recipes" / "deepcluster_alexnet.toml"))
     assert result.code == 2
     assert "data.root" in result.stderr and "--set data.root=" in result.stderr
+
+
+def test_plugins_list_and_show_for_scripts(plugin_path: Path) -> None:
+    install_minibatch(plugin_path)
+    listing = invoke("plugins", "list")  # stdout is not a terminal: plain, unwrapped lines
+    (row,) = [line for line in listing.stdout.splitlines() if "minibatch-kmeans" in line]
+    assert row.split("\t")[:2] == ["clusterer", "minibatch-kmeans"] and "dcframe-minibatch" in row
+    document = json.loads(invoke("plugins", "list", "--json").stdout)
+    names = {(c["kind"], c["name"]): c for c in document["components"]}
+    assert names["clusterer", "minibatch-kmeans"]["status"] == "ok"
+    assert ("dataset", "webdataset") in names and ("dataset", "filelist") in names
+    shown = json.loads(invoke("plugins", "show", "minibatch-kmeans", "--json").stdout)
+    assert shown["kind"] == "clusterer" and shown["section"] == "clusterer"
+    assert "batch_rows" in [p["parameter"] for p in shown["parameters"]]
+
+
+def test_eval_of_a_run_prints_one_json_document(tiny_recipe: Path) -> None:
+    run = invoke("run", str(tiny_recipe), "--quiet", "--set", "run.epochs=1")
+    assert run.code == 0, run.stderr
+    rundir = Path(run.stdout.strip())
+    result = run_cli("eval", "knn", str(rundir), "--data", "sklearn-digits", "--json")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["tag"] == "latest-1ep" and "embed" in document["results"]
+    assert (rundir / "eval" / f"knn-latest-1ep-{document['options_hash']}.json").is_file()
+    assert "results:" in result.stderr

@@ -422,7 +422,8 @@ def test_cli_linear_probe_on_digits(tmp_path: Path) -> None:
     args += ["--limit-train", "100", "--limit-val", "50", "--epochs", "1", "--batch-size", "64"]
     result = invoke(*args, "--output", str(tmp_path), "--quiet")
     assert result.code == 0, result.stderr
-    saved = json.loads((tmp_path / "linear-probe-random-alexnet.json").read_text())
+    (file,) = tmp_path.glob("linear-probe-random-alexnet-*.json")  # the options' hash last
+    saved = json.loads(file.read_text())
     assert list(saved["results"]) == list(CONVS)
     assert saved["data"]["train_images"] == 100 and saved["options"]["epochs"] == 1
     assert {"best", "last", "dim", "pooling"} <= saved["results"]["conv1"].keys()
@@ -434,10 +435,13 @@ def test_cli_knn_and_clusters_on_digits(tmp_path: Path) -> None:
     common += [a for s in TINY_SET for a in ("--set", s)]
     common += ["--limit-train", "100", "--limit-val", "50", "--quiet"]
     assert invoke("eval", "knn", *common).code == 0
-    knn = json.loads((tmp_path / "knn-random-alexnet.json").read_text())
+    (file,) = tmp_path.glob("knn-random-alexnet-*.json")
+    knn = json.loads(file.read_text())
     assert 10.0 < knn["results"][EMBED]["top1"] <= 100.0
+    assert round(knn["results"][EMBED]["top1"], 2) == knn["results"][EMBED]["top1"]
     assert invoke("eval", "clusters", *common, "--pca-dim", "32").code == 0
-    clusters = json.loads((tmp_path / "clusters-random-alexnet.json").read_text())
+    (file,) = tmp_path.glob("clusters-random-alexnet-*.json")
+    clusters = json.loads(file.read_text())
     assert clusters["results"][EMBED]["k"] == 10 and clusters["results"][EMBED]["pca_dim"] == 32
     assert 0.0 <= clusters["results"][EMBED]["nmi"] <= 1.0
 
@@ -465,3 +469,59 @@ def test_cli_refuses_unlabelled_data_and_bad_options(tmp_path: Path) -> None:
     assert "--epochs" in result.stderr and "RUN_DIR_OR_CHECKPOINT" not in result.stderr
     result = invoke("eval", "knn", "--data", "sklearn-digits")
     assert result.code == 2 and "--random-init" in result.stderr
+
+
+def test_cli_results_are_kept_apart_with_an_index(tmp_path: Path) -> None:
+    common = ["--random-init", "alexnet", "--data", "sklearn-digits", "--output", str(tmp_path)]
+    common += [a for s in TINY_SET for a in ("--set", s)]
+    common += ["--limit-train", "100", "--limit-val", "50", "--quiet"]
+    first = invoke("eval", "knn", *common, "--json")
+    assert first.code == 0, first.stderr
+    document = json.loads(first.stdout)  # nothing but the document on stdout
+    assert document["command"] == "knn" and document["tag"] == "random-alexnet"
+    assert invoke("eval", "knn", *common, "-k", "5").code == 0
+    files = sorted(p.name for p in tmp_path.glob("knn-*.json"))
+    assert len(files) == 2 and f"knn-random-alexnet-{document['options_hash']}.json" in files
+    index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert sorted(line["file"] for line in index) == files
+    assert set(index[0]["results"][EMBED]) == {"top1", "top5"}
+
+
+def test_cli_data_through_the_dataset_registry(tmp_path: Path) -> None:
+    for split, count in (("train", 4), ("val", 2)):
+        for label in ("a", "b"):
+            for i in range(count):
+                folder = tmp_path / split / label / "nested"
+                folder.mkdir(parents=True, exist_ok=True)
+                value = 40 * i + (100 if label == "b" else 0)
+                Image.new("RGB", (8, 8), (value, value, value)).save(folder / f"{i}.png")
+    listing = tmp_path / "train.csv"
+    rows = [f"train/{label}/nested/{i}.png,{label}" for label in "ab" for i in range(4)]
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    sets = [a for s in TINY_SET for a in ("--set", s)]
+    base = ["eval", "knn", "--random-init", "alexnet", *sets, "-k", "3", "--quiet", "--json"]
+    folders = invoke(*base, "--train-dir", str(tmp_path / "train"), "--val-dir",
+                     str(tmp_path / "val"), "--output", str(tmp_path / "a"))  # fmt: skip
+    assert folders.code == 0, folders.stderr
+    val = f"root={tmp_path / 'val'}"
+    mixed = invoke(*base, "--data", "filelist", "--data-set", f"path={listing}",
+                   "--data-set", "label_column=label", "--val-data", "imagefolder",
+                   "--val-set", val, "--output", str(tmp_path / "b"))  # fmt: skip
+    assert mixed.code == 0, mixed.stderr
+    one, other = json.loads(folders.stdout), json.loads(mixed.stdout)
+    assert one["data"]["train_images"] == other["data"]["train_images"] == 8
+    assert one["results"] == other["results"]
+    assert other["data"]["train"]["params"]["label_column"] == "label"
+    bad = invoke(*base, "--data", "imagefolder", "--data-set", "rot=/x", "--val-set", "root=/y")
+    assert bad.code == 2 and "--data-set rot: unknown key for imagefolder" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = invoke(*base, "--data", "imagefolder", "--data-set", "reduced_decoding=maybe",
+                 "--data-set", "root=/x", "--val-set", "root=/y")  # fmt: skip
+    assert bad.code == 2 and "--data-set reduced_decoding:" in bad.stderr
+    bad = invoke(*base, "--data", "imagefolder", "--data-set", f"root={tmp_path}/none")
+    assert bad.code == 2 and "give validation images too" in bad.stderr
+    bad = invoke(*base, "--data", "imagefolder", "--data-set", f"root={tmp_path}/none",
+                 "--val-set", f"root={tmp_path}/val")  # fmt: skip
+    assert bad.code == 2 and "--data imagefolder: --data-set root: folder" in bad.stderr
+    bad = invoke(*base, "--data", "imagefolders")
+    assert bad.code == 2 and "did you mean 'imagefolder'" in bad.stderr

@@ -1,25 +1,33 @@
 """``dcframe eval``: linear probes, weighted kNN and k-means cluster metrics on frozen features.
 
 Every command takes what to evaluate (a run directory, a checkpoint file or
-``--random-init BACKBONE``), labelled data (``--data sklearn-digits`` or ``--train-dir`` +
-``--val-dir``) and writes a rich table to stdout plus a JSON file
-``<output>/<command>-<tag>.json``. The options are the fields of the models in
-:mod:`dcframe.evaluation.options` (defaults and help texts come from there).
+``--random-init BACKBONE``), labelled data from the dataset registry (``--data NAME
+--data-set KEY=VALUE``, validation ``--val-data``/``--val-set``; ``--train-dir`` +
+``--val-dir`` for two image folders), prints a table (``--json``: one JSON document) and
+keeps every result: ``<output>/<command>-<tag>-<hash>.json``, one file per evaluation
+(``tag``: the checkpoint evaluated; ``hash``: of the options), and a line in
+``<output>/index.jsonl``. The options are the fields of the models in
+:mod:`dcframe.evaluation.options` (defaults and help texts come from there); the options
+every command shares are declared once, below, and added to each command's own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
+from dcframe.cli.tables import print_table
 from dcframe.errors import UserError
 from dcframe.evaluation.options import (
     ClusterOptions,
@@ -37,8 +45,9 @@ if TYPE_CHECKING:
     from dcframe.evaluation.models import EvalModel
     from dcframe.evaluation.runtime import Runtime
 
-# The evaluation modules (torch, torchvision, scikit-learn) are imported by the commands
-# themselves, so that `dcframe --help` and failing option checks stay fast.
+# The evaluation modules (torch, torchvision, faiss, scikit-learn, the registries) are
+# imported by the commands themselves, so that `dcframe --help` and failing option checks
+# stay fast; the options models only need pydantic.
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -59,7 +68,7 @@ def _default(model: type[Params], name: str) -> Any:
 
 
 # Flags whose option name is not the field name with '-' for '_'.
-_FLAGS = {"path": "RUN_DIR_OR_CHECKPOINT", "dataset": "--data", "overrides": "--set"}
+_FLAGS = {"path": "RUN_DIR_OR_CHECKPOINT", "overrides": "--set", "json_output": "--json"}
 
 
 def _validated(model: type[P], **values: Any) -> P:
@@ -100,12 +109,39 @@ DataName = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="Built-in labelled data with a fixed train/test split: sklearn-digits "
-        "(or give --train-dir and --val-dir).",
+        metavar="DATASET",
+        help="Registered dataset of the training images (`dcframe plugins list`), e.g. "
+        "sklearn-digits, imagefolder, filelist, cifar10, mnist, webdataset.",
     ),
 ]
-TrainDir = Annotated[Path | None, _option(DataOptions, "train_dir", "--train-dir")]
-ValDir = Annotated[Path | None, _option(DataOptions, "val_dir", "--val-dir")]
+DataSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-set",
+        metavar="KEY=VALUE",
+        help="A parameter of the --data dataset (repeat the option), e.g. root=/data/train; "
+        "`dcframe plugins show DATASET` lists them.",
+    ),
+]
+ValData = Annotated[
+    str | None,
+    typer.Option(
+        "--val-data",
+        metavar="DATASET",
+        help="Registered dataset of the validation images (default: the --data one, with "
+        "--val-set changing its parameters; split=test where it has a split).",
+    ),
+]
+ValSet = Annotated[
+    list[str] | None,
+    typer.Option("--val-set", metavar="KEY=VALUE", help="A parameter of the validation "
+                 "dataset (repeat), e.g. root=/data/val."),
+]  # fmt: skip
+TrainDir = Annotated[
+    Path | None,
+    typer.Option("--train-dir", help="Short for --data imagefolder --data-set root=DIR."),
+]
+ValDir = Annotated[Path | None, typer.Option("--val-dir", help="Short for --val-set root=DIR.")]
 LimitTrain = Annotated[int | None, _option(DataOptions, "limit_train", "--limit-train")]
 LimitVal = Annotated[int | None, _option(DataOptions, "limit_val", "--limit-val")]
 Device = Annotated[str, _option(RunOptions, "device", "--device")]
@@ -115,6 +151,70 @@ Seed = Annotated[int, _option(RunOptions, "seed", "--seed")]
 Output = Annotated[Path | None, _option(RunOptions, "output", "--output", "-o")]
 CacheDir = Annotated[Path | None, _option(RunOptions, "cache_dir", "--cache-dir")]
 Quiet = Annotated[bool, _option(RunOptions, "quiet", "--quiet", "-q")]
+JsonOutput = Annotated[bool, _option(RunOptions, "json_output", "--json")]
+
+
+def _what_and_on_what(
+    source: Source = None,
+    random_init: RandomInit = None,
+    epoch: Epoch = None,
+    recipe: RecipeFile = None,
+    overrides: BackboneSet = None,
+    data: DataName = None,
+    data_set: DataSet = None,
+    val_data: ValData = None,
+    val_set: ValSet = None,
+    train_dir: TrainDir = None,
+    val_dir: ValDir = None,
+    limit_train: LimitTrain = None,
+    limit_val: LimitVal = None,
+) -> None:
+    """The options in front of every command's own (its signature is all that is used)."""
+
+
+def _where_and_how(
+    device: Device = _default(RunOptions, "device"),
+    batch_size: BatchSize = _default(RunOptions, "batch_size"),
+    workers: Workers = _default(RunOptions, "workers"),
+    seed: Seed = _default(RunOptions, "seed"),
+    output: Output = None,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """The options after every command's own (its signature is all that is used)."""
+
+
+_BEFORE = list(inspect.signature(_what_and_on_what, eval_str=True).parameters.values())
+_AFTER = list(inspect.signature(_where_and_how, eval_str=True).parameters.values())
+
+Command = Callable[..., None]
+
+
+def _eval_command(name: str) -> Callable[[Command], Command]:
+    """Register ``command(common, **own)`` as ``dcframe eval NAME`` with the shared options.
+
+    Typer reads a command's options from its signature; the one given here is the shared
+    options in front, the command's own (every parameter after ``common``), then the
+    shared ones about running. The shared values reach the command as one dict.
+    """
+
+    def register(command: Command) -> Command:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        shared = [p.name for p in (*_BEFORE, *_AFTER)]
+
+        def run(**values: Any) -> None:
+            command({n: values.pop(n) for n in shared}, **values)
+
+        parameters = [*_BEFORE, *own, *_AFTER]
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        run.__doc__ = command.__doc__
+        run.__name__ = command.__name__
+        app.command(name)(run)
+        return command
+
+    return register
 
 
 @dataclass(frozen=True)
@@ -129,20 +229,14 @@ class _Session:
     runtime: Runtime
 
 
-def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
-    """Validate the common options, load the model, check the layers, then the data.
-
-    The options every command shares (see the signatures below) are read from the command's
-    own parsed parameters, ``ctx.params``, so each command passes only its ``layers``.
-    """
+def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
+    """Validate the shared options, load the model, check the layers, then the data."""
     import torch
 
-    from dcframe.evaluation.data import load_data
+    from dcframe.evaluation.data import data_options, load_data
     from dcframe.evaluation.features import FrozenFeatures
     from dcframe.evaluation.models import load_model
     from dcframe.evaluation.runtime import Runtime
-
-    given = ctx.params
 
     def path_or_none(name: str) -> str | None:
         return None if given[name] is None else str(given[name])
@@ -155,23 +249,22 @@ def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
         recipe=path_or_none("recipe"),
         overrides=tuple(given["overrides"] or ()),
     )
-    if given["data"] is None and given["train_dir"] is None and given["val_dir"] is None:
-        raise UserError(
-            "choose the labelled data: --data sklearn-digits, or --train-dir DIR --val-dir DIR"
-        )
-    data_options = _validated(
-        DataOptions,
-        dataset=given["data"] or "imagefolder",
-        train_dir=path_or_none("train_dir"),
-        val_dir=path_or_none("val_dir"),
-        limit_train=given["limit_train"],
-        limit_val=given["limit_val"],
-    )
     run_options = _validated(
         RunOptions,
         **{name: given[name] for name in ("device", "batch_size", "workers", "seed", "quiet")},
+        json_output=given["json_output"],
         output=path_or_none("output"),
         cache_dir=path_or_none("cache_dir"),
+    )
+    data = data_options(
+        given["data"],
+        list(given["data_set"] or ()),
+        given["val_data"],
+        list(given["val_set"] or ()),
+        path_or_none("train_dir"),
+        path_or_none("val_dir"),
+        given["limit_train"],
+        given["limit_val"],
     )
     runtime = Runtime.from_options(run_options)
     torch.manual_seed(run_options.seed)  # the random init, the heads, the augmentations
@@ -180,17 +273,17 @@ def _start(ctx: typer.Context, layers: tuple[str, ...] | None) -> _Session:
         runtime = replace(runtime, cache_dir=_output_folder(run_options, model))
     backbone = model.backbone.to(runtime.device)
     features = FrozenFeatures(backbone, layers or backbone.tap_names)
-    evaluation_data = load_data(data_options, run_options.seed)
+    evaluation_data = load_data(data, run_options.seed)
     runtime.reporter.info(
         f"{model.info['source']} {model.info['backbone']}: layers "
         + ", ".join(f"{n} ({features.dims[n]})" for n in features.layers)
         + f"; {len(evaluation_data.train)} train / {len(evaluation_data.val)} val images"
     )
-    return _Session(model, features, evaluation_data, data_options, run_options, runtime)
+    return _Session(model, features, evaluation_data, data, run_options, runtime)
 
 
 def _output_folder(run_options: RunOptions, model: EvalModel) -> Path:
-    """Where the results JSON goes: ``--output``, else the model's default folder."""
+    """Where the results go: ``--output``, else the model's default folder."""
     return Path(run_options.output or model.output_dir).expanduser()
 
 
@@ -199,52 +292,95 @@ def _layers(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+#: Decimals kept per result key: accuracies are percentages (2 decimals: 0.01 %), cluster
+#: scores fractions of 1 (4 decimals), losses 4 decimals.
+_DECIMALS = {"top1": 2, "top5": 2, "nmi": 4, "ami": 4, "ari": 4, "accuracy": 4, "loss": 4}
+_HEADLINE = ("top1", "top5", "nmi", "ami", "ari", "accuracy")
+
+
+def _rounded(value: Any, key: str = "") -> Any:
+    """``value`` with every number rounded to what it means (see ``_DECIMALS``)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, key) for v in value]
+    if isinstance(value, float) and key in _DECIMALS:
+        return round(value, _DECIMALS[key])
+    return value
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The scores of each layer worth a line in the index (the best epoch of a probe)."""
+    out = {}
+    for layer, scores in results.items():
+        scores = scores.get("best", scores) if isinstance(scores, dict) else {}
+        out[layer] = {k: scores[k] for k in _HEADLINE if k in scores}
+    return out
+
+
 def _finish(
     session: _Session,
     command: str,
     options: Params,
     results: dict[str, Any],
     started: float,
-    table: Table,
+    title: str,
+    headers: list[str],
+    rows: list[list[str]],
 ) -> None:
-    """Print the table and write the results JSON (path printed last)."""
+    """Keep the results (their own file, a line in the index), then show them."""
     from dcframe.rundir import versions
 
-    folder = _output_folder(session.run_options, session.model)
-    path = folder / f"{command}-{session.model.tag}.json"
+    model = session.model
+    tag = model.tag
+    trained = model.info.get("epoch")
+    if tag == "latest" and isinstance(trained, int):
+        tag = f"latest-{trained}ep"  # "latest" moves on as a run trains: say which it was
+    settings = {
+        **session.run_options.model_dump(
+            mode="json", exclude={"output", "quiet", "cache_dir", "json_output"}
+        ),
+        "device": str(session.runtime.device),
+        **options.model_dump(mode="json"),
+        "layers": list(session.features.layers),  # resolved: the default is "every tap"
+    }
+    data = session.data.info(session.data_options)
+    digest = json.dumps([command, model.info, data, settings], sort_keys=True, default=str)
+    options_hash = hashlib.sha256(digest.encode()).hexdigest()[:8]
+    folder = _output_folder(session.run_options, model)
+    path = folder / f"{command}-{tag}-{options_hash}.json"
     payload = {
         "command": command,
-        "model": session.model.info,
-        "data": session.data.info(session.data_options),
-        "options": {
-            **session.run_options.model_dump(mode="json", exclude={"output", "quiet", "cache_dir"}),
-            "device": str(session.runtime.device),
-            **options.model_dump(mode="json"),
-            "layers": list(session.features.layers),  # resolved: the default is "every tap"
-        },
-        "results": results,
+        "tag": tag,
+        "options_hash": options_hash,
+        "model": model.info,
+        "data": data,
+        "options": settings,
+        "results": _rounded(results),
         "seconds": round(time.perf_counter() - started, 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions([]),
+    }
+    index = {
+        "file": path.name,
+        **{k: payload[k] for k in ("command", "tag", "options_hash", "finished")},
+        "results": _headline(payload["results"]),
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        with (folder / "index.jsonl").open("a", encoding="utf-8") as lines:
+            lines.write(json.dumps(index) + "\n")
     except OSError as error:
         raise UserError(
-            f"--output: cannot write {str(path)!r} ({error.strerror}); choose another folder"
+            f"--output: cannot write in {str(folder)!r} ({error.strerror}); choose another folder"
         ) from error
-    console = Console()
-    console.print(table)
-    console.print(f"results: {path}")
-
-
-def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 1 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
+    if session.run_options.json_output:
+        print(json.dumps(payload, indent=2))
+        print(f"results: {path}", file=sys.stderr)
+        return
+    print_table(title, headers, rows, right_from=1)
+    print(f"results: {path}")
 
 
 def _percent(scores: dict[str, Any], key: str) -> str:
@@ -254,19 +390,9 @@ def _percent(scores: dict[str, Any], key: str) -> str:
 # ------------------------------------------------------------------------ commands
 
 
-@app.command("linear-probe")
+@_eval_command("linear-probe")
 def linear_probe_cmd(
-    ctx: typer.Context,
-    source: Source = None,
-    random_init: RandomInit = None,
-    epoch: Epoch = None,
-    recipe: RecipeFile = None,
-    overrides: BackboneSet = None,
-    data: DataName = None,
-    train_dir: TrainDir = None,
-    val_dir: ValDir = None,
-    limit_train: LimitTrain = None,
-    limit_val: LimitVal = None,
+    common: dict[str, Any],
     layers: Annotated[str | None, _option(LinearProbeOptions, "layers", "--layers")] = None,
     epochs: Annotated[int, _option(LinearProbeOptions, "epochs", "--epochs")] = _default(
         LinearProbeOptions, "epochs"
@@ -286,13 +412,6 @@ def linear_probe_cmd(
     ten_crop: Annotated[
         bool, _option(LinearProbeOptions, "ten_crop", "--ten-crop/--center-crop")
     ] = _default(LinearProbeOptions, "ten_crop"),
-    device: Device = _default(RunOptions, "device"),
-    batch_size: BatchSize = _default(RunOptions, "batch_size"),
-    workers: Workers = _default(RunOptions, "workers"),
-    seed: Seed = _default(RunOptions, "seed"),
-    output: Output = None,
-    cache_dir: CacheDir = None,
-    quiet: Quiet = False,
 ) -> None:
     """Train a linear classifier on each frozen layer (the paper's Table 1 protocol).
 
@@ -311,7 +430,7 @@ def linear_probe_cmd(
         mode=mode,
         ten_crop=ten_crop,
     )
-    session = _start(ctx, options.layers)
+    session = _start(common, options.layers)
     reports = linear_probe(session.features, session.data, options, session.runtime)
     rows = [
         [
@@ -327,24 +446,14 @@ def linear_probe_cmd(
         for name, r in reports.items()
     ]
     headers = ["layer", "dim", "pooling", "best ep", "best top1", "top5", "last top1", "top5"]
-    table = _table(f"linear probe ({options.mode}, {options.epochs} epochs)", headers, rows)
+    title = f"linear probe ({options.mode}, {options.epochs} epochs)"
     results = {name: r.as_dict() for name, r in reports.items()}
-    _finish(session, "linear-probe", options, results, started, table)
+    _finish(session, "linear-probe", options, results, started, title, headers, rows)
 
 
-@app.command("knn")
+@_eval_command("knn")
 def knn_cmd(
-    ctx: typer.Context,
-    source: Source = None,
-    random_init: RandomInit = None,
-    epoch: Epoch = None,
-    recipe: RecipeFile = None,
-    overrides: BackboneSet = None,
-    data: DataName = None,
-    train_dir: TrainDir = None,
-    val_dir: ValDir = None,
-    limit_train: LimitTrain = None,
-    limit_val: LimitVal = None,
+    common: dict[str, Any],
     layers: Annotated[str, _option(KnnOptions, "layers", "--layers")] = ",".join(
         _default(KnnOptions, "layers")
     ),
@@ -352,43 +461,26 @@ def knn_cmd(
     temperature: Annotated[float, _option(KnnOptions, "temperature", "--temperature")] = _default(
         KnnOptions, "temperature"
     ),
-    device: Device = _default(RunOptions, "device"),
-    batch_size: BatchSize = _default(RunOptions, "batch_size"),
-    workers: Workers = _default(RunOptions, "workers"),
-    seed: Seed = _default(RunOptions, "seed"),
-    output: Output = None,
-    cache_dir: CacheDir = None,
-    quiet: Quiet = False,
 ) -> None:
     """Weighted kNN (cosine, votes exp(sim/T)): training images classify validation images."""
     from dcframe.evaluation.knn import evaluate_knn
 
     started = time.perf_counter()
     options = _validated(KnnOptions, layers=_layers(layers), k=k, temperature=temperature)
-    session = _start(ctx, options.layers)
+    session = _start(common, options.layers)
     results = evaluate_knn(session.features, session.data, options, session.runtime)
     rows = [
         [name, str(r["dim"]), r["pooling"], _percent(r, "top1"), _percent(r, "top5")]
         for name, r in results.items()
     ]
     title = f"weighted kNN (k={options.k}, T={options.temperature})"
-    table = _table(title, ["layer", "dim", "pooling", "top1", "top5"], rows)
-    _finish(session, "knn", options, results, started, table)
+    headers = ["layer", "dim", "pooling", "top1", "top5"]
+    _finish(session, "knn", options, results, started, title, headers, rows)
 
 
-@app.command("clusters")
+@_eval_command("clusters")
 def clusters_cmd(
-    ctx: typer.Context,
-    source: Source = None,
-    random_init: RandomInit = None,
-    epoch: Epoch = None,
-    recipe: RecipeFile = None,
-    overrides: BackboneSet = None,
-    data: DataName = None,
-    train_dir: TrainDir = None,
-    val_dir: ValDir = None,
-    limit_train: LimitTrain = None,
-    limit_val: LimitVal = None,
+    common: dict[str, Any],
     layers: Annotated[str, _option(ClusterOptions, "layers", "--layers")] = ",".join(
         _default(ClusterOptions, "layers")
     ),
@@ -399,20 +491,13 @@ def clusters_cmd(
     split: Annotated[str, _option(ClusterOptions, "split", "--split")] = _default(
         ClusterOptions, "split"
     ),
-    device: Device = _default(RunOptions, "device"),
-    batch_size: BatchSize = _default(RunOptions, "batch_size"),
-    workers: Workers = _default(RunOptions, "workers"),
-    seed: Seed = _default(RunOptions, "seed"),
-    output: Output = None,
-    cache_dir: CacheDir = None,
-    quiet: Quiet = False,
 ) -> None:
     """k-means on frozen features (k = number of classes): NMI, AMI, ARI, accuracy."""
     from dcframe.evaluation.cluster_metrics import evaluate_clusters
 
     started = time.perf_counter()
     options = _validated(ClusterOptions, layers=_layers(layers), k=k, pca_dim=pca_dim, split=split)
-    session = _start(ctx, options.layers)
+    session = _start(common, options.layers)
     results = evaluate_clusters(session.features, session.data, options, session.runtime)
     rows = [
         [
@@ -425,5 +510,5 @@ def clusters_cmd(
         for name, r in results.items()
     ]
     headers = ["layer", "dim", "pca", "k", "NMI", "AMI", "ARI", "accuracy"]
-    table = _table(f"k-means on {options.split} images", headers, rows)
-    _finish(session, "clusters", options, results, started, table)
+    title = f"k-means on {options.split} images"
+    _finish(session, "clusters", options, results, started, title, headers, rows)

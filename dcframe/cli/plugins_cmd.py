@@ -8,19 +8,23 @@ not to import); see :mod:`dcframe.registry`.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated
+import json
+import sys
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from dcframe import registries
-from dcframe.describe import parameter_rows
+from dcframe.cli.tables import print_table
 from dcframe.errors import UserError
 from dcframe.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
 
-STATUS_STYLE = {"failed": "red", "blocked": "yellow"}
+# The registries (and through them the component interfaces and torch) are imported by
+# the commands, so that `dcframe --help` stays fast.
+
+STATUS_STYLE = {"ok": "green", "failed": "red", "blocked": "yellow"}
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")
+]
 
 app = typer.Typer(no_args_is_help=True, help="List and describe components and plugins.")
 
@@ -33,7 +37,7 @@ app = typer.Typer(no_args_is_help=True, help="List and describe components and p
         "names (e.g. dcframe-timm), listed as blocked."
     ),
 )
-def list_components() -> None:
+def list_components(json_output: JsonFlag = False) -> None:
     """Every component per kind, with its origin and status (ok, failed, blocked).
 
     A plugin that fails to import or register is listed as failed, with the reason, and
@@ -41,30 +45,40 @@ def list_components() -> None:
     DCFRAME_DISABLE_PLUGIN_AUTOLOAD=1 (no plugins are loaded, only built-ins) or
     DCFRAME_BLOCK_PLUGINS=NAME,... (entry-point or distribution names not to import).
     """
-    table = Table(title="dcframe components")
-    for column in ("kind", "name", "origin", "status", "description"):
-        table.add_column(column, overflow="fold")
+    from dcframe import registries
+
+    rows: list[dict[str, str]] = []
     for registry in registries.ALL:
         for entry in registry:
-            table.add_row(
-                registry.kind, entry.name, str(entry.origin), "[green]ok[/green]", entry.summary
-            )
+            rows.append(_row(registry.kind, entry.name, str(entry.origin), "ok", entry.summary))
         for failed in registry.failed:
-            style = STATUS_STYLE[failed.status]
-            table.add_row(
-                registry.kind,
-                failed.name,
-                str(failed.origin),
-                f"[{style}]{failed.status}[/{style}]",
-                escape(failed.message),
+            rows.append(
+                _row(registry.kind, failed.name, str(failed.origin), failed.status, failed.message)
             )
-    console = Console()
-    console.print(table)
-    if any(r.autoload_disabled for r in registries.ALL):
-        console.print(
+    disabled = any(r.autoload_disabled for r in registries.ALL)
+    if json_output:
+        print(json.dumps({"components": rows, "plugins_loaded": not disabled}, indent=2))
+        return
+    headers = ["kind", "name", "origin", "status", "description"]
+    print_table(
+        "dcframe components", headers, [[r[h] for h in headers] for r in rows], STATUS_STYLE
+    )
+    if disabled:
+        print(
             f"Plugins are not loaded: {DISABLE_AUTOLOAD_ENV} is set, so only built-in "
-            "components are listed; unset it to load installed plugins."
+            "components are listed; unset it to load installed plugins.",
+            file=sys.stderr,
         )
+
+
+def _row(kind: str, name: str, origin: str, status: str, description: str) -> dict[str, str]:
+    return {
+        "kind": kind,
+        "name": name,
+        "origin": origin,
+        "status": status,
+        "description": description,
+    }
 
 
 @app.command("show")
@@ -73,8 +87,12 @@ def show(
     kind: Annotated[
         str | None, typer.Option(help="Kind, when several kinds share the name.")
     ] = None,
+    json_output: JsonFlag = False,
 ) -> None:
     """Description, origin and parameters (type, default, bounds) of one component."""
+    from dcframe import registries
+    from dcframe.describe import parameter_rows
+
     matches = [r for r in registries.find_anywhere(name) if kind in (None, r.kind)]
     if not matches:
         known = sorted({e.name for r in registries.ALL for e in r})
@@ -84,13 +102,26 @@ def show(
         raise UserError(f"{name!r} is a {kinds}; choose with --kind")
     registry = matches[0]
     entry = registry.get(name)  # raises the plugin's load error when it failed
-    console = Console()
-    console.print(f"[bold]{registry.kind} {entry.name}[/bold]  from {entry.origin}")
-    console.print(inspect.getdoc(entry.cls) or "")
-    table = Table(title=escape(f"[{registry.section}] parameters"), title_justify="left")
-    for column in ("parameter", "type", "default", "bounds", "description"):
-        table.add_column(column, overflow="fold")
-    table.add_row("name", "str", "required", "", f"{entry.name!r} selects this {registry.kind}")
-    for row in parameter_rows(entry.params_model):
-        table.add_row(row.name, row.type, row.default, row.bounds, row.description)
-    console.print(table)
+    parameters = [
+        {"parameter": "name", "type": "str", "default": "required", "bounds": "",
+         "description": f"{entry.name!r} selects this {registry.kind}"},
+        *({"parameter": row.name, "type": row.type, "default": row.default,
+           "bounds": row.bounds, "description": row.description}
+          for row in parameter_rows(entry.params_model)),
+    ]  # fmt: skip
+    if json_output:
+        document: dict[str, Any] = {
+            "kind": registry.kind,
+            "name": entry.name,
+            "origin": str(entry.origin),
+            "section": registry.section,
+            "doc": inspect.getdoc(entry.cls) or "",
+            "parameters": parameters,
+        }
+        print(json.dumps(document, indent=2))
+        return
+    print(f"{registry.kind} {entry.name}  from {entry.origin}")
+    print(inspect.getdoc(entry.cls) or "")
+    headers = ["parameter", "type", "default", "bounds", "description"]
+    rows = [[p[h] for h in headers] for p in parameters]
+    print_table(f"[{registry.section}] parameters", headers, rows)

@@ -8,18 +8,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
-from dcframe.components.datasets import (
-    ImageFolder,
-    ImageFolderParams,
-    SklearnDigits,
-    SklearnDigitsParams,
-)
+from dcframe import registries
 from dcframe.errors import UserError
-from dcframe.evaluation.options import DataOptions
+from dcframe.evaluation.options import DataOptions, DatasetChoice
 from dcframe.extraction import ImageSubset
 from dcframe.interfaces import Dataset
+from dcframe.params import Params
 
 
 @dataclass(frozen=True)
@@ -56,24 +53,117 @@ class EvalData:
         }
 
 
+def _values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``key=value`` strings as a dict; a value that is a TOML array becomes a list, every
+    other value stays text for the dataset's model to read (``3`` -> 3 for an int field)."""
+    from dcframe.recipe import parse_value
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals or not key.strip():
+            raise UserError(f"{flag} {pair!r}: write KEY=VALUE, e.g. {flag} root=/data/train")
+        parsed = parse_value(text) if text.strip().startswith("[") else text
+        values[key.strip()] = parsed
+    return values
+
+
+def _choice(name: str, values: dict[str, Any], flag: str) -> DatasetChoice:
+    """``name`` from the dataset registry with ``values`` validated by its Params model."""
+    entry = registries.datasets.get(name)  # unknown names: suggestions and what is installed
+    model: type[Params] = entry.params_model
+    try:
+        params = model.model_validate(values, strict=False)  # command-line text, read as typed
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            key = ".".join(str(part) for part in e["loc"])
+            if e["type"] == "extra_forbidden":
+                known = ", ".join(model.model_fields) or "no parameters"
+                message = f"unknown key for {name} (it takes: {known})"
+            elif e["type"] == "missing":
+                message = f"required; add {flag} {key}=VALUE"
+            else:
+                message = str(e["msg"]).removeprefix("Value error, ")
+            problems.append(f"{flag} {key}: {message}")
+        raise UserError(
+            f"invalid dataset parameters ({name}):\n  " + "\n  ".join(problems)
+        ) from None
+    return DatasetChoice(name=name, params=params)
+
+
+def data_options(
+    data: str | None,
+    data_set: list[str],
+    val_data: str | None,
+    val_set: list[str],
+    train_dir: str | None = None,
+    val_dir: str | None = None,
+    limit_train: int | None = None,
+    limit_val: int | None = None,
+) -> DataOptions:
+    """The train and validation datasets the command line names, validated.
+
+    ``--data NAME --data-set KEY=VALUE ...`` gives the training images. Validation images
+    are ``--val-data NAME --val-set KEY=VALUE ...``; without ``--val-data``, the same
+    dataset with the training parameters changed by ``--val-set``. A dataset with a
+    ``split`` parameter (sklearn-digits, cifar10, mnist, ...) defaults to ``split=train``
+    for training and ``split=test`` for validation. ``--train-dir A --val-dir B`` is short
+    for ``--data imagefolder --data-set root=A --val-set root=B``.
+    """
+    if train_dir is not None or val_dir is not None:
+        if data not in (None, "imagefolder") or val_data is not None:
+            raise UserError("--train-dir/--val-dir are image folders; drop --data/--val-data")
+        if train_dir is None or val_dir is None:
+            raise UserError("image folders need both --train-dir and --val-dir")
+        data = "imagefolder"
+        data_set = [f"root={train_dir}", *data_set]
+        val_set = [f"root={val_dir}", *val_set]
+    if data is None:
+        raise UserError(
+            "choose the labelled data: --data NAME [--data-set KEY=VALUE ...] (e.g. --data "
+            "sklearn-digits, or --data imagefolder --data-set root=DIR --val-set root=DIR)"
+        )
+    train_values = _values(data_set, "--data-set")
+    given_val = _values(val_set, "--val-set")
+    val_name = val_data or data
+    val_values = dict(train_values) if val_data is None else {}
+    has_split = {
+        name: "split" in registries.datasets.get(name).params_model.model_fields
+        for name in {data, val_name}
+    }
+    if has_split[data]:
+        train_values.setdefault("split", "train")
+    if has_split[val_name] and "split" not in given_val:
+        val_values["split"] = "test"
+    elif val_data is None and not given_val:
+        raise UserError(
+            f"--data {data}: give validation images too, e.g. --val-set root=/path/to/val "
+            "(the same dataset with other parameters) or --val-data NAME --val-set KEY=VALUE"
+        )
+    val_values |= given_val
+    train = _choice(data, train_values, "--data-set")
+    val = _choice(val_name, val_values, "--val-set")
+    try:
+        return DataOptions(train=train, val=val, limit_train=limit_train, limit_val=limit_val)
+    except ValidationError as error:  # only the limits can be wrong here
+        problems = [f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in error.errors()]
+        raise UserError("invalid options:\n  " + "\n  ".join(problems)) from None
+
+
 def load_data(options: DataOptions, seed: int) -> EvalData:
     """The two splits ``options`` describe, each limited to a stratified subset if asked.
 
     Raises:
-        UserError: missing folders, unlabelled images (a flat folder), or train and
-            validation folders with different classes.
+        UserError: missing data, unlabelled images (e.g. a flat folder), or train and
+            validation data with different classes.
     """
-    if options.dataset == "sklearn-digits":
-        train: Dataset = SklearnDigits(SklearnDigitsParams(split="train"))
-        val: Dataset = SklearnDigits(SklearnDigitsParams(split="test"))
-    else:
-        assert options.train_dir is not None and options.val_dir is not None  # validated
-        train = _labelled_folder(options.train_dir, "--train-dir")
-        val = _labelled_folder(options.val_dir, "--val-dir")
+    train = _labelled(options.train, "--data", "--data-set")
+    val = _labelled(options.val, "--val-data", "--val-set")
     if train.class_names != val.class_names:
         raise UserError(
-            f"--train-dir and --val-dir have different classes: {train.class_names} vs "
-            f"{val.class_names}; both need the same class sub-folders"
+            f"the training and validation data have different classes: {train.class_names} "
+            f"vs {val.class_names}; both need the same classes"
         )
     assert train.class_names is not None and val.labels is not None and train.labels is not None
     return EvalData(
@@ -83,12 +173,19 @@ def load_data(options: DataOptions, seed: int) -> EvalData:
     )
 
 
-def _labelled_folder(root: str, option: str) -> Dataset:
-    dataset = ImageFolder(ImageFolderParams(root=root))
-    if dataset.labels is None:
+def _labelled(choice: DatasetChoice, flag: str, set_flag: str) -> Dataset:
+    """The dataset of ``choice``; its errors say which side (train or validation) they are."""
+    entry = registries.datasets.get(choice.name)
+    try:
+        dataset = entry.cls(choice.params)
+    except UserError as error:
+        # A dataset names its parameters as a recipe does (data.root); say it in flags.
+        message = str(error).replace("--set data.", f"{set_flag} ").replace("data.", f"{set_flag} ")
+        raise UserError(f"{flag} {choice.name}: {message}") from error
+    if dataset.labels is None or dataset.class_names is None:
         raise UserError(
-            f"{option} {root!r}: the images carry no labels (a flat folder); evaluation needs "
-            "one sub-folder per class"
+            f"{flag} {choice.name}: the images carry no labels (e.g. a flat folder); "
+            "evaluation needs labelled images (one sub-folder per class, a label column, ...)"
         )
     return dataset
 

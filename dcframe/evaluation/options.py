@@ -12,9 +12,9 @@ the JSON result file records exactly the validated values:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializeAsAny, model_validator
 
 from dcframe.params import Params
 
@@ -69,21 +69,24 @@ class ModelOptions(Params):
         return self
 
 
-class DataOptions(Params):
-    """The labelled images: a train split (probe / kNN memory) and a validation split."""
+class DatasetChoice(Params):
+    """One registered dataset and its validated parameters."""
 
-    dataset: Literal["sklearn-digits", "imagefolder"] = Field(
-        description="'sklearn-digits': the embedded digits with their fixed split (train 1,437 "
-        "/ test 360); 'imagefolder': class sub-folders under train_dir and val_dir."
+    name: str = Field(min_length=1, description="Registered dataset name, e.g. imagefolder.")
+    params: SerializeAsAny[Params] = Field(
+        description="The dataset's parameters, an instance of its own Params model."
     )
-    train_dir: str | None = Field(
-        None, min_length=1, description="imagefolder: training images, one sub-folder per class."
-    )
-    val_dir: str | None = Field(
-        None,
-        min_length=1,
-        description="imagefolder: validation images, with the same class sub-folders.",
-    )
+
+
+class DataOptions(Params):
+    """The labelled images: a train split (probe / kNN memory) and a validation split.
+
+    Both come from the dataset registry, so any dataset a recipe can name (a plugin's
+    included) can be evaluated on.
+    """
+
+    train: DatasetChoice = Field(description="Training images (probe / kNN memory).")
+    val: DatasetChoice = Field(description="Validation images, with the same classes.")
     limit_train: int | None = Field(
         None,
         ge=1,
@@ -95,14 +98,17 @@ class DataOptions(Params):
         description="Use a fixed stratified subset of this many validation images (all if unset).",
     )
 
-    @model_validator(mode="after")
-    def _folders_match_dataset(self) -> DataOptions:
-        has_dirs = (self.train_dir is not None, self.val_dir is not None)
-        if self.dataset == "imagefolder" and not all(has_dirs):
-            raise ValueError("image folders need both --train-dir and --val-dir")
-        if self.dataset != "imagefolder" and any(has_dirs):
-            raise ValueError(f"--data {self.dataset} has its own split; drop --train-dir/--val-dir")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, values: Any) -> Any:
+        """``dataset="NAME"`` (Python callers): NAME's own train/test split, as ``--data NAME``."""
+        if isinstance(values, dict) and "dataset" in values:
+            from dcframe.evaluation.data import data_options
+
+            values = dict(values)
+            resolved = data_options(values.pop("dataset"), [], None, [])
+            values |= {"train": resolved.train, "val": resolved.val}
+        return values
 
 
 class RunOptions(Params):
@@ -138,6 +144,11 @@ class RunOptions(Params):
         "per split; removed when the command ends). Default: the output folder.",
     )
     quiet: bool = Field(False, description="No progress bars or per-epoch lines.")
+    json_output: bool = Field(
+        False,
+        description="Print the result as one JSON document on stdout and nothing else there "
+        "(progress and the results file's path go to stderr).",
+    )
 
 
 class LinearProbeOptions(Params):

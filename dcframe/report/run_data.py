@@ -163,7 +163,8 @@ def lock_holder(path: Path) -> str | None:
 
 
 def find_evals(folder: Path) -> list[EvalResult]:
-    """The ``<command>-<tag>.json`` files of ``dcframe eval`` in ``folder`` (others skipped)."""
+    """The results files of ``dcframe eval`` in ``folder``, ``<command>-<tag>-<hash>.json``
+    (or ``<command>-<tag>.json`` from before results were kept apart); others skipped."""
     found = []
     for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -173,7 +174,10 @@ def find_evals(folder: Path) -> list[EvalResult]:
         command = payload.get("command") if isinstance(payload, dict) else None
         if not isinstance(command, str) or not isinstance(payload.get("results"), dict):
             continue
-        tag = file.stem.removeprefix(f"{command}-")
+        # <command>-<tag>-<hash>.json records its tag; older <command>-<tag>.json files do not.
+        tag = payload.get("tag")
+        if not isinstance(tag, str):
+            tag = file.stem.removeprefix(f"{command}-")
         model = payload.get("model")
         source = model.get("source") if isinstance(model, dict) else None
         found.append(EvalResult(command, tag, source == "random-init", payload))
