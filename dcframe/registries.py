@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
 from dcframe.registry import Registry
+
+if TYPE_CHECKING:  # the interfaces import torch: each registry resolves its base on first use
+    from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+
+
+def _interface(name: str) -> Callable[[], type]:
+    """A callable returning the interface class ``name`` of :mod:`dcframe.interfaces`."""
+
+    def resolve() -> type:
+        from dcframe import interfaces
+
+        return cast(type, getattr(interfaces, name))
+
+    return resolve
 
 
 def _builtin_backbones() -> dict[str, type[Backbone]]:
@@ -39,27 +53,31 @@ def _builtin_datasets() -> dict[str, type[Dataset]]:
 
 
 backbones: Registry[Backbone] = Registry(
-    "backbone", Backbone, "dcframe.backbones", "backbone", _builtin_backbones
+    "backbone", _interface("Backbone"), "dcframe.backbones", "backbone", _builtin_backbones
 )
 """CNN trunks (:class:`~dcframe.interfaces.Backbone`): clustering feature, top layer, taps."""
 
 preprocessors: Registry[Preprocessor] = Registry(
-    "preprocessor", Preprocessor, "dcframe.preprocessors", "preprocess", _builtin_preprocessors
+    "preprocessor",
+    _interface("Preprocessor"),
+    "dcframe.preprocessors",
+    "preprocess",
+    _builtin_preprocessors,
 )
 """Feature transforms applied before clustering, in recipe order (PCA whitening, L2)."""
 
 clusterers: Registry[Clusterer] = Registry(
-    "clusterer", Clusterer, "dcframe.clusterers", "clusterer", _builtin_clusterers
+    "clusterer", _interface("Clusterer"), "dcframe.clusterers", "clusterer", _builtin_clusterers
 )
 """Algorithms that split feature rows into k clusters (faiss and scikit-learn k-means)."""
 
 samplers: Registry[Sampler] = Registry(
-    "sampler", Sampler, "dcframe.samplers", "sampler", _builtin_samplers
+    "sampler", _interface("Sampler"), "dcframe.samplers", "sampler", _builtin_samplers
 )
 """Choosers of the images visited by each epoch's training pass."""
 
 datasets: Registry[Dataset] = Registry(
-    "dataset", Dataset, "dcframe.datasets", "data", _builtin_datasets
+    "dataset", _interface("Dataset"), "dcframe.datasets", "data", _builtin_datasets
 )
 """Indexed image collections, optionally labelled."""
 

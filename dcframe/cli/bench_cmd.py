@@ -9,9 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dcframe import recipe as recipes
 from dcframe.cli.recipe_cmd import Overrides, RecipePath
-from dcframe.progress import Reporter
 
 
 def bench(
@@ -26,7 +24,10 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Time extraction, clustering and training against their floors, measured in this run."""
+    # Imported here, not at the top, so that `dcframe --help` stays fast.
+    from dcframe import recipe as recipes
     from dcframe.bench import bench as run_bench
+    from dcframe.progress import Reporter
 
     resolved = recipes.load(recipe, overrides)
     report = run_bench(resolved, images, repeat, Reporter(quiet=as_json))

@@ -13,20 +13,18 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 
-from dcframe import recipe as recipes
-from dcframe import registries
-from dcframe.bad_images import unreadable_tsv
 from dcframe.cli.recipe_cmd import Overrides, RecipePath
 from dcframe.errors import BadImageError, UserError
-from dcframe.interfaces import Dataset
-from dcframe.progress import Reporter
+
+if TYPE_CHECKING:
+    from dcframe.interfaces import Dataset
 
 app = typer.Typer(no_args_is_help=True, help="Check a recipe's data before running it.")
 
@@ -97,6 +95,8 @@ def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
 
 def _write_list(path: Path, bad: list[Outcome]) -> None:
     """The full list of unreadable images, in the run directory's skipped_images.tsv format."""
+    from dcframe.bad_images import unreadable_tsv  # imports torch
+
     text = unreadable_tsv((o.index, o.path, o.reason or "") for o in bad)
     try:
         path.write_text(text, encoding="utf-8")
@@ -128,6 +128,11 @@ def check(
     ] = None,
 ) -> None:
     """Open every image of the recipe's dataset once (exit code 0 if all are readable, else 2)."""
+    # Imported here, not at the top, so that `dcframe --help` stays fast.
+    from dcframe import recipe as recipes
+    from dcframe import registries
+    from dcframe.progress import Reporter
+
     resolved: Any = recipes.load(recipe, overrides)
     section = resolved.data
     dataset: Dataset = registries.datasets.get(section.name).cls(section)

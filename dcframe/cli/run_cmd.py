@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dcframe import engine
-from dcframe import recipe as recipes
 from dcframe.cli.recipe_cmd import Overrides
-from dcframe.progress import Reporter
 
 
 def run(
@@ -32,6 +29,11 @@ def run(
     ] = 1,
 ) -> None:
     """Run DeepCluster as the recipe describes; writes everything to output_dir/name."""
+    # Imported here, not at the top, so that `dcframe --help` stays fast.
+    from dcframe import engine
+    from dcframe import recipe as recipes
+    from dcframe.progress import Reporter
+
     resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         arguments = [str(recipe), *(f"--set={o}" for o in overrides or [])]
