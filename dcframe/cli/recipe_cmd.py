@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dcframe import recipe as recipes
+# dcframe.recipe is imported inside each command: `dcframe --help` needs none of it.
 
 app = typer.Typer(no_args_is_help=True, help="Validate, resolve and describe recipes.")
 
@@ -34,6 +34,8 @@ def _component(section: Any) -> str:
 @app.command("check")
 def check(recipe: RecipePath, overrides: Overrides = None) -> None:
     """Validate a recipe and print a summary (exit code 0 when valid, 2 otherwise)."""
+    from dcframe import recipe as recipes
+
     resolved = recipes.load(recipe, overrides)
     # Values and the path are the user's text: escaped, so "[/x]" is not read as rich markup.
     title = f"{escape(str(recipe))}: valid"
@@ -51,10 +53,40 @@ def check(recipe: RecipePath, overrides: Overrides = None) -> None:
 @app.command("show")
 def show(recipe: RecipePath, overrides: Overrides = None) -> None:
     """Print the fully resolved recipe (every default filled in) as TOML."""
+    from dcframe import recipe as recipes
+
     typer.echo(recipes.dumps(recipes.load(recipe, overrides)), nl=False)
 
 
 @app.command("schema")
 def schema() -> None:
     """Print the JSON schema of recipes, including installed plugins' parameters."""
+    from dcframe import recipe as recipes
+
     typer.echo(json.dumps(recipes.recipe_model().model_json_schema(), indent=2))
+
+
+@app.command("init")
+def init(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Folder of images (class sub-folders or flat).", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Recipe file to write (must not exist).")
+    ] = Path("recipe.toml"),
+) -> None:
+    """Write a commented starter recipe for a folder of images: k, input size, PCA dim
+    and epochs chosen from the image count, the class sub-folders and the image sizes."""
+    from dcframe.recipe_init import write_starter_recipe
+
+    found, choices = write_starter_recipe(folder, out)
+    w, h = found.median_size
+    labels = f"{len(found.classes)} classes" if found.classes else "no class sub-folders"
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"{found.images:,} images, {labels}, median size {w}x{h}: k={choices.k}, "
+        f"input {'32x32' if choices.small_input else '224x224'}, PCA dim {choices.pca_dim}, "
+        f"{choices.epochs} epochs"
+    )
+    console.print(f"wrote {escape(str(out))} (valid); next: dcframe run {escape(str(out))}")

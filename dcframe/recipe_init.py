@@ -1,0 +1,227 @@
+"""``dcframe recipe init``: a commented starter recipe chosen from a look at a folder of images.
+
+For users who do not know DeepCluster's knobs yet: the folder is scanned (image count,
+class sub-folders, the typical image size from a sample of headers), and every size the
+recipe needs follows from that by a rule written next to it in the file:
+
+* k: 10 clusters per class when the folder has class sub-folders (the paper over-segments
+  ImageNet's 1,000 classes into 10,000), else one per 100 images; 10 to 10,000, and at
+  most one per 5 images.
+* input size: the 32x32 small-input variant when the median image's shorter side is at
+  most 64 pixels, else the paper's 224x224.
+* PCA dim: the paper's 256, at most one tenth of the images (a multiple of 8, at least 8).
+* epochs: 50 up to 10,000 images, 100 up to 200,000, else 200 (the paper: 500 on ImageNet);
+  small folders sample 3x their size per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from dcframe.errors import UserError
+
+#: Image headers read to find the typical size (spread evenly over the folder).
+SIZE_SAMPLE = 200
+#: Shorter sides up to this many pixels train on 32x32 inputs (the small-input variant).
+SMALL_IMAGE_SIDE = 64
+
+
+@dataclass(frozen=True)
+class FolderSurvey:
+    """What a folder of images holds.
+
+    Attributes:
+        root: The folder.
+        images: Number of image files.
+        classes: Class sub-folder names (empty for a flat, unlabelled folder).
+        median_size: Median (width, height) of a sample of the images.
+    """
+
+    root: Path
+    images: int
+    classes: tuple[str, ...]
+    median_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class StarterChoices:
+    """The sizes of a starter recipe (see the module docstring for the rules)."""
+
+    k: int
+    small_input: bool
+    pca_dim: int
+    epochs: int
+    reassign: float
+    batch_size: int
+
+
+def survey(root: Path) -> FolderSurvey:
+    """Count the images of ``root`` (class sub-folders or flat) and sample their sizes.
+
+    Raises:
+        UserError: ``root`` is missing, not a folder, or holds no images.
+    """
+    from dcframe.components.datasets import IMAGE_EXTENSIONS
+
+    if not root.exists():
+        raise UserError(f"{str(root)!r} does not exist; give a folder of images")
+    if not root.is_dir():
+        raise UserError(f"{str(root)!r} is not a folder; give a folder of images")
+    top = sorted(os.scandir(root), key=lambda e: e.name)
+    class_dirs = [e for e in top if e.is_dir()]
+    loose = [e.path for e in top if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
+    if class_dirs and loose:
+        raise UserError(
+            f"{str(root)!r} holds both class sub-folders and {len(loose)} image(s) beside "
+            "them (the imagefolder dataset refuses that); move the images into a class folder"
+        )
+    paths = loose or [
+        os.path.join(where, file)
+        for class_dir in class_dirs
+        for where, _, files in os.walk(class_dir.path)
+        for file in files
+        if file.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+    if not paths:
+        raise UserError(
+            f"no images in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
+            "in class sub-folders or at the top); give a folder of images"
+        )
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    sizes = [_size(p) for p in sorted(paths)[::step][:SIZE_SAMPLE]]
+    readable = [s for s in sizes if s is not None]
+    if not readable:
+        raise UserError(f"none of the sampled images of {str(root)!r} can be read")
+    width = int(statistics.median(w for w, _ in readable))
+    height = int(statistics.median(h for _, h in readable))
+    classes = tuple(e.name for e in class_dirs)
+    return FolderSurvey(root, len(paths), classes, (width, height))
+
+
+def _size(path: str) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def choose(found: FolderSurvey) -> StarterChoices:
+    """The starter sizes for the images ``found`` (rules in the module docstring)."""
+    n = found.images
+    k = 10 * len(found.classes) if found.classes else n // 100
+    k = max(2, min(max(k, 10), 10_000, n // 5))
+    pca_dim = max(8, min(256, n // 10) // 8 * 8)
+    epochs = 50 if n <= 10_000 else 100 if n <= 200_000 else 200
+    batch_size = min(256, 2 ** max(3, (n // 8).bit_length() - 1))  # a power of 2, <= n / 8
+    return StarterChoices(
+        k=k,
+        small_input=min(found.median_size) <= SMALL_IMAGE_SIDE,
+        pca_dim=pca_dim,
+        epochs=epochs,
+        reassign=3.0 if n < 5_000 else 1.0,
+        batch_size=batch_size,
+    )
+
+
+def starter_recipe(found: FolderSurvey, choices: StarterChoices, name: str) -> str:
+    """The commented TOML text of the starter recipe."""
+    n, classes = found.images, found.classes
+    labels = (
+        f"{len(classes)} class sub-folders: labels feed the metrics (NMI, kNN), never training"
+        if classes
+        else "no class sub-folders: unlabelled"
+    )
+    k_rule = (
+        f"10 per class ({len(classes)} classes)" if classes else "one per 100 images"
+    ) + ", 10 to 10,000, at most one per 5 images"
+    w, h = found.median_size
+    size_rule = (
+        f"median image {w}x{h}: the 32x32 small-input variant"
+        if choices.small_input
+        else f"median image {w}x{h}: the paper's 224x224 input"
+    )
+    root = str(found.root.resolve())
+    return f"""\
+# Starter recipe written by `dcframe recipe init` for {n:,} images ({labels}).
+# Every size below follows from the folder by the rule in its comment; change any of them,
+# then check the file with `dcframe recipe check` and start with `dcframe run`.
+# The recipe reference lists every parameter: dcframe recipe schema, or the docs.
+schema_version = 1
+
+[run]
+name = {_toml_string(name)}
+epochs = {choices.epochs}          # 50 up to 10k images, 100 up to 200k, else 200 (paper: 500)
+output_dir = "runs"
+device = "auto"       # CUDA when present, else the CPU
+seed = 31
+
+[data]
+name = "imagefolder"
+root = {_toml_string(root)}
+
+[backbone]
+name = "alexnet"      # the paper's backbone, with BatchNorm
+sobel = true          # the paper's fixed Sobel gradients of the grey image
+small_input = {str(choices.small_input).lower()}  # {size_rule}
+
+# Features are PCA-whitened then L2-normalised before k-means, as in the paper.
+[[preprocess]]
+name = "pca"
+dim = {choices.pca_dim}             # the paper's 256, at most one tenth of the images
+
+[[preprocess]]
+name = "l2"
+
+[clusterer]
+name = "faiss-kmeans"
+k = {choices.k}               # {k_rule}
+
+[sampler]
+name = "uniform"      # as many images from every cluster (the paper's sampler)
+reassign = {choices.reassign}        # images per epoch as a multiple of {n:,}: 3 for small folders
+
+[optimizer]
+lr = 0.05             # the paper's SGD: constant learning rate, momentum 0.9
+batch_size = {choices.batch_size}
+"""
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # a JSON string is a valid TOML basic string
+
+
+def write_starter_recipe(folder: Path, out: Path) -> tuple[FolderSurvey, StarterChoices]:
+    """Survey ``folder``, write the starter recipe to ``out``, validate it by loading it back.
+
+    Raises:
+        UserError: a bad folder (see :func:`survey`), an existing ``out``, or a missing
+            folder for ``out``.
+    """
+    from dcframe import recipe
+
+    if out.exists():
+        raise UserError(f"--out {str(out)!r} exists already; remove it or choose another file")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    found = survey(folder)
+    choices = choose(found)
+    name = found.root.resolve().name or "deepcluster"
+    text = starter_recipe(found, choices, name)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"--out {str(out)!r}: cannot write ({error.strerror or error})") from None
+    try:
+        recipe.load(out)
+    except Exception:
+        out.unlink(missing_ok=True)  # never leave a recipe behind that does not validate
+        raise
+    return found, choices
