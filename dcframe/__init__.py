@@ -1,10 +1,45 @@
-"""dcframe: DeepCluster, faithful to the paper, fast and pleasant to extend."""
+"""dcframe: DeepCluster, faithful to the paper, fast and pleasant to extend.
 
+The public Python API is four names, each imported on first use (so ``import dcframe``
+does not import torch):
+
+* :func:`dcframe.load_recipe`: read and validate a recipe file (with ``--set``-style overrides).
+* :func:`dcframe.train`: run or resume it; returns the run directory.
+* :func:`dcframe.load_backbone`: a run's (or an official checkpoint's) trunk as a frozen
+  feature extractor.
+* :mod:`dcframe.registries`: the component registries, for listing or adding components.
+
+Everything else is internal and may change between versions.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("dcframe")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from dcframe import registries
+    from dcframe.api import load_backbone, load_recipe, train
+
+__all__ = ["__version__", "load_backbone", "load_recipe", "registries", "train"]
+
+_API = ("load_backbone", "load_recipe", "train")
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the API modules import torch, pydantic models and more; load them on first use.
+    if name in _API:
+        return getattr(import_module("dcframe.api"), name)
+    if name == "registries":
+        return import_module("dcframe.registries")
+    raise AttributeError(f"module 'dcframe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

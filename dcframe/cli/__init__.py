@@ -20,6 +20,7 @@ from dcframe.cli import (
     bench_cmd,
     data_cmd,
     eval_cmd,
+    export_cmd,
     plugins_cmd,
     recipe_cmd,
     report_cmd,
@@ -42,6 +43,7 @@ app.add_typer(data_cmd.app, name="data")
 app.command("run")(run_cmd.run)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 
 _options = {"debug": False}
 

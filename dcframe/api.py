@@ -1,0 +1,139 @@
+"""The Python API: load a recipe, train, and use the trained trunk as a feature extractor.
+
+The same functions are reachable from the package itself (``dcframe.load_recipe``,
+``dcframe.train``, ``dcframe.load_backbone``), which imports this module only when one of
+them is first used, so ``import dcframe`` stays cheap:
+
+```python
+import dcframe
+
+recipe = dcframe.load_recipe("recipes/quickstart.toml", ["run.epochs=2"])
+run = dcframe.train(recipe)
+model = dcframe.load_backbone(run.path)
+features = model(batch)  # (B, feature_dim), the clustering feature
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from dcframe.interfaces import Backbone
+    from dcframe.rundir import RunDirectory
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:
+    """Read and validate a recipe file, as ``dcframe recipe check`` does.
+
+    Args:
+        path: The TOML recipe.
+        overrides: ``section.key=value`` changes applied before validation, as ``--set``
+            on the command line (``"run.epochs=2"``, ``"preprocess.0.dim=128"``).
+
+    Returns:
+        The validated recipe, every default filled in (a pydantic model whose sections
+        are attributes: ``recipe.run.epochs``, ``recipe.backbone.name``).
+
+    Raises:
+        dcframe.errors.UserError: the file is missing or is not TOML.
+        dcframe.errors.RecipeError: every validation problem, one ``path: message`` each.
+    """
+    from dcframe import recipe
+
+    return recipe.load(path, list(overrides))
+
+
+def train(recipe: Any, resume: bool = False, *, quiet: bool = False) -> RunDirectory:
+    """Run (or resume) DeepCluster as ``dcframe run`` does; returns the run directory.
+
+    Args:
+        recipe: A recipe from :func:`load_recipe`, or the path of a recipe file.
+        resume: Continue the run saved in the run directory (``--resume``).
+        quiet: No progress bars or per-epoch lines (``--quiet``).
+
+    Returns:
+        The run directory (``.path`` is ``<run.output_dir>/<run.name>``).
+
+    Raises:
+        dcframe.errors.UserError: anything the user can fix (recipe, data, machine), all
+            checked before the first epoch where possible.
+    """
+    from dcframe import engine
+    from dcframe.progress import Reporter
+
+    if isinstance(recipe, str | Path):
+        recipe = load_recipe(recipe)
+    return engine.run(recipe, resume=resume, reporter=Reporter(quiet=quiet))
+
+
+class FeatureExtractor(nn.Module):
+    """A trained (or official) trunk, frozen in eval mode, used as a plain feature extractor.
+
+    Calling it returns the clustering feature (:meth:`embed`), so it drops in wherever a
+    ``torch.nn.Module`` mapping images to vectors is expected. The top layer, which only
+    predicted one epoch's clusters, is gone.
+
+    Attributes:
+        backbone: The dcframe backbone itself (``state_dict()`` keys without a prefix).
+        input_size: Side of the square images it expects (224, or 32 for small-input).
+        feature_dim: Width of :meth:`embed`'s output.
+        tap_names: The intermediate layers :meth:`taps` can return (``conv1`` ...).
+        info: Where the weights came from: source, file, backbone name and parameters, epoch.
+    """
+
+    def __init__(self, backbone: Backbone, info: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.input_size = backbone.input_size
+        self.feature_dim = backbone.feature_dim
+        self.tap_names: tuple[str, ...] = tuple(backbone.tap_names)
+        self.info = info
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The clustering feature of a batch: the same as :meth:`embed`."""
+        return self.embed(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, feature_dim) features of (B, 3, input_size, input_size) normalised RGB images
+        (AlexNet/VGG: fc7 before its ReLU; ResNet-50: the pooled 2048-d output)."""
+        return self.backbone.embed(x)
+
+    def taps(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Feature maps of the layers ``names`` (each one of :attr:`tap_names`)."""
+        return self.backbone.taps(x, list(names))
+
+    def transform(self) -> Any:
+        """The torchvision transform that turns a PIL image into this model's input: resize,
+        centre crop to ``input_size``, ToTensor, ImageNet normalisation (the clustering view)."""
+        from dcframe.transforms import clustering_transform
+
+        return clustering_transform(self.input_size)
+
+
+def load_backbone(run_dir_or_checkpoint: str | Path, epoch: int | None = None) -> FeatureExtractor:
+    """The trunk of a run or checkpoint, frozen, as a :class:`FeatureExtractor`.
+
+    Args:
+        run_dir_or_checkpoint: A run directory (its latest ``checkpoint.pt``), a dcframe
+            checkpoint file, or an official DeepCluster ``checkpoint.pth.tar`` (AlexNet or
+            VGG16; the paper's architecture, Sobel input read from the weights).
+        epoch: With a run directory, ``checkpoints/epoch_NNNN.pt`` instead of the latest
+            checkpoint (kept every ``run.checkpoint_every`` epochs).
+
+    Raises:
+        dcframe.errors.UserError: not a run directory or checkpoint, no such epoch, or
+            weights that do not fit the architecture.
+    """
+    from dcframe.evaluation.models import load_model
+    from dcframe.evaluation.options import ModelOptions
+
+    options = ModelOptions(path=str(run_dir_or_checkpoint), epoch=epoch)
+    loaded = load_model(options)
+    return FeatureExtractor(loaded.backbone, loaded.info)
