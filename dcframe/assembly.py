@@ -12,7 +12,7 @@ import torch
 from dcframe import registries
 from dcframe.bad_images import BadImagePolicy, Unreadable
 from dcframe.errors import BadImageError, UserError
-from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
 from dcframe.params import Params
 from dcframe.progress import Reporter
 from dcframe.registry import Origin
@@ -28,6 +28,7 @@ class Components:
     preprocessors: list[Preprocessor]
     clusterer: Clusterer
     sampler: Sampler
+    loggers: list[Logger] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
 
 
@@ -46,6 +47,7 @@ def build_components(recipe: Any) -> Components:
         preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
         clusterer=make(registries.clusterers, recipe.clusterer),
         sampler=make(registries.samplers, recipe.sampler),
+        loggers=[make(registries.loggers, logger) for logger in recipe.loggers],
         origins=origins,
     )
     parts.dataset.decode_at_least(

@@ -22,6 +22,8 @@ import torch
 
 from dcframe.distributed import World
 from dcframe.errors import UserError
+from dcframe.interfaces import EpochRecord
+from dcframe.logbook import Logbook
 from dcframe.rundir import RunDirectory
 from dcframe.training import PassProgress, Trainer
 
@@ -71,6 +73,7 @@ class Recorder:
     backbone_name: str
     k: int
     keep_every: int
+    logbook: Logbook
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -89,16 +92,15 @@ class Recorder:
         if distances is not None:
             self.rundir.save_distances(epoch, distances)
 
-    def epoch_finished(
-        self, epoch: int, assignment: np.ndarray, metrics: dict[str, Any], skipped: dict[int, Any]
-    ) -> None:
-        """10: the epoch's assignment, metrics and checkpoint, in the order a resume relies on."""
+    def epoch_finished(self, epoch: int, record: EpochRecord, skipped: dict[int, Any]) -> None:
+        """10: the epoch's assignment, metrics (every logger) and checkpoint, in the order a
+        resume relies on."""
 
         def write() -> None:
             if skipped:
                 self.rundir.save_skipped(skipped)
-            self.rundir.save_assignment(epoch, assignment)
-            self.rundir.append_metrics(metrics)
+            self.rundir.save_assignment(epoch, record.assignment)
+            self.logbook.epoch(record)
             keep = self.keep_every and (epoch + 1) % self.keep_every == 0
             self.rundir.save_checkpoint(self._state(epoch + 1), epoch if keep else None)
 

@@ -200,9 +200,9 @@ def _fixed_section(key: str, model: type[Params]) -> str:
 
 
 def _component_section(section: str, registry: Any, default: Any, description: str) -> str:
-    from dcframe.recipe import SECTION_MIXINS
+    from dcframe.recipe import LIST_SECTIONS, SECTION_MIXINS
 
-    header = f"[[{section}]]" if section == "preprocess" else f"[{section}]"
+    header = f"[[{section}]]" if section in LIST_SECTIONS else f"[{section}]"
     presence = "Required." if default is None else f"Optional; default `{_toml_value(default)}`."
     names = ", ".join(f"[`{e.name}`](#{section}-{e.name})" for e in registry)
     parts = [
@@ -248,7 +248,13 @@ def recipe_reference() -> str:
     changes this page with no other edit.
     """
     from dcframe import __version__, registries
-    from dcframe.recipe import COMPONENT_SECTIONS, SCHEMA_VERSION, SECTION_DEFAULTS, recipe_model
+    from dcframe.recipe import (
+        COMPONENT_SECTIONS,
+        LIST_SECTIONS,
+        SCHEMA_VERSION,
+        SECTION_DEFAULTS,
+        recipe_model,
+    )
 
     model = recipe_model()
     overview: list[list[str]] = []
@@ -261,7 +267,7 @@ def recipe_reference() -> str:
         if key in COMPONENT_SECTIONS:
             registry = COMPONENT_SECTIONS[key]
             default = SECTION_DEFAULTS.get(key)
-            header = f"[[{key}]]" if key == "preprocess" else f"[{key}]"
+            header = f"[[{key}]]" if key in LIST_SECTIONS else f"[{key}]"
             presence = "required" if default is None else "optional"
             sections.append(_component_section(key, registry, default, description))
         else:

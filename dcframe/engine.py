@@ -33,12 +33,16 @@ from dcframe.distributed import World
 from dcframe.errors import UserError, reworded
 from dcframe.extraction import extract_feature_shards, extract_features
 from dcframe.features import GatheredFeatures, KnnSignal, ShardedFeatures
+from dcframe.galleries import gallery_grid
+from dcframe.interfaces import EpochRecord, RunInfo
 from dcframe.loading import RunLoader
+from dcframe.logbook import Logbook
 from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
 from dcframe.rundir import RunDirectory, versions
 from dcframe.training import PassProgress, StopRequest, Trainer
+from dcframe.transforms import PixelsOfClusteringView
 from dcframe.view_cache import GIB, ClusteringViewCache
 
 # Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
@@ -80,6 +84,8 @@ class RunContext:
         recorder: Writes mid-epoch checkpoints (None outside a run directory).
         view_cache: The clustering views cached so far (``run.view_cache_gib``), or None.
         knn: The per-epoch kNN learning signal's settings (``run.knn_k``, ``run.knn_queries``).
+        logbook: The run's loggers (None: nothing logged, e.g. outside a run).
+        steps_per_epoch: Training steps of an epoch (the loggers' step axis).
     """
 
     seed: int
@@ -91,6 +97,8 @@ class RunContext:
     recorder: Recorder | None = None
     view_cache: ClusteringViewCache | None = None
     knn: KnnSignal = dataclasses.field(default_factory=lambda: KnnSignal(0, 0, "cpu"))
+    logbook: Logbook | None = None
+    steps_per_epoch: int = 0
 
 
 def cluster_images(
@@ -215,12 +223,23 @@ def run_epoch(
             bad_images,
             progress,
             save,
+            _step_logger(run, epoch),
         )
     metrics["train_samples"] = len(indices)
     metrics["skipped_images"] = len(bad_images.skipped)
     seconds["total"] = round(sum(v for key, v in seconds.items() if key != "total"), 3)
     metrics["seconds"] = seconds
     return assignment, metrics
+
+
+def _step_logger(run: RunContext, epoch: int) -> Callable[[int, dict[str, float]], None]:
+    """What the training pass calls with its running values every few steps."""
+
+    def log(step: int, values: dict[str, float]) -> None:
+        if run.logbook is not None:
+            run.logbook.step(epoch, step, epoch * run.steps_per_epoch + step, values)
+
+    return log
 
 
 def _saver(
@@ -277,6 +296,8 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     )
     check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed, bad_images)
     stop = StopRequest()
+    names = [logger.name for logger in recipe.loggers]
+    logbook = Logbook(parts.loggers if world.is_main else [], names, reporter)
     finished = False
     try:
         with stop.listening(), world.on_main(rundir.open()):
@@ -289,6 +310,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 recipe.backbone.name,
                 parts.clusterer.k,
                 run_cfg.checkpoint_every,
+                logbook,
             )
             context = RunContext(
                 run_cfg.seed,
@@ -300,6 +322,8 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 recorder,
                 _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
                 KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),
+                logbook,
+                _steps_per_epoch(parts, recipe.optimizer.batch_size),
             )
             previous: np.ndarray | None = None
             start_epoch, interrupted = 0, None
@@ -309,19 +333,23 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 if start_epoch > 0:
                     previous = world.run_on_main(lambda: rundir.load_assignment(start_epoch - 1))
                 bad_images.skipped.update(world.run_on_main(rundir.load_skipped))
-                world.run_on_main(lambda: rundir.truncate_metrics(start_epoch))
                 where = f" step {interrupted.progress.step}" if interrupted else ""
                 reporter.info(f"resuming {rundir.path} at epoch {start_epoch}{where}")
             else:
                 if resume:
                     reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
                 world.run_on_main(lambda: _start_files(rundir, resolved, parts))
+            info = RunInfo(
+                rundir.path, run_cfg.name, start_epoch, run_cfg.epochs, context.steps_per_epoch
+            )
+            world.run_on_main(lambda: logbook.open(info))
             reporter.info(
                 f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
                 f"device {devices.network} (clustering on {devices.clusterer})"
                 + (f", {world.size} processes" if world.size > 1 else "")
             )
             for epoch in range(start_epoch, run_cfg.epochs):
+                reporter.begin_epoch(epoch, run_cfg.epochs)
                 try:
                     previous, metrics = run_epoch(epoch, context, previous, interrupted)
                 except UserError as error:
@@ -331,12 +359,40 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                     kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
                     raise reworded(error, f"{error}{kept}") from error
                 interrupted = None
-                recorder.epoch_finished(epoch, previous, metrics, bad_images.skipped)
-                reporter.epoch(metrics)
+                record = EpochRecord(metrics, previous, _gallery(context, rundir, epoch, previous))
+                recorder.epoch_finished(epoch, record, bad_images.skipped)
+                reporter.epoch(metrics, run_cfg.epochs)
         finished = True
     finally:
+        logbook.close()
         world.close(finished)
     return rundir
+
+
+def _steps_per_epoch(parts: Components, batch_size: int) -> int:
+    """Training steps of an epoch, as the sampler draws them from a balanced assignment (the
+    loggers' step axis; samplers draw the same number every epoch)."""
+    n, k = len(parts.dataset), parts.clusterer.k
+    drawn = parts.sampler.sample(np.arange(n) % k, np.random.default_rng(0))
+    return -(-len(drawn) // batch_size)
+
+
+def _gallery(
+    run: RunContext, rundir: RunDirectory, epoch: int, assignment: np.ndarray
+) -> Callable[[], np.ndarray]:
+    """Draws the epoch's gallery of its largest clusters when a logger asks for it."""
+
+    def draw() -> np.ndarray:
+        path = rundir.distances_path(epoch)
+        distances = np.load(path) if path.is_file() else None
+        view = PixelsOfClusteringView(run.parts.backbone.input_size)
+
+        def pixels_of(index: int) -> torch.Tensor:
+            return view(run.parts.dataset.image(index))
+
+        return gallery_grid(pixels_of, assignment, distances, seed=epoch)
+
+    return draw
 
 
 def _view_cache(
@@ -365,4 +421,3 @@ def _view_cache(
 def _start_files(rundir: RunDirectory, resolved: str, parts: Components) -> None:
     rundir.write_text("recipe.toml", resolved)
     rundir.write_text("versions.json", json.dumps(versions(parts.origins), indent=2) + "\n")
-    rundir.truncate_metrics(0)

@@ -290,7 +290,7 @@ def _embed_shard(
     ``chain`` (``width`` floats; rows of unreadable images stay zero)."""
     mine = world.shard(items)
     local = np.zeros((len(mine), width), dtype=np.float32)
-    for index, features in embed(mine, description="extract" if chain else "fit sample"):
+    for index, features in embed(mine, description=_bar_label(chain)):
         local[np.searchsorted(mine, index)] = _apply(chain, features)
     return mine, local
 
@@ -309,11 +309,15 @@ def _embed_into(
     process."""
     if not world.distributed:  # straight into place: no second copy of the rows
         assert into is not None
-        for index, features in embed(items, description="extract" if chain else "fit sample"):
+        for index, features in embed(items, description=_bar_label(chain)):
             into[position(index)] = _apply(chain, features)
         return
     mine, local = _embed_shard(world, embed, items, chain, width)
     world.gather_rows(position(mine), local, into)
+
+
+def _bar_label(chain: list[Preprocessor]) -> str:
+    return "embedding images" if chain else "embedding the preprocessing's fit sample"
 
 
 def _transform_chain(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The contracts of the five component kinds.
+"""The contracts of the six component kinds.
 
 A component is a class with a ``Params`` model (a :class:`~dcframe.params.Params`
 subclass) and a constructor taking one instance of it. Components never import the
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ def summary_of(cls: type) -> str:
 
 
 class Component(ABC):  # noqa: B024 - each kind below declares its abstract methods
-    """Base class of preprocessors, clusterers, samplers and datasets."""
+    """Base class of preprocessors, clusterers, samplers, datasets and loggers."""
 
     Params: ClassVar[type[ParamsModel]] = NoParams
 
@@ -251,3 +253,66 @@ class Dataset(Component):
     @property
     def class_names(self) -> list[str] | None:
         return None
+
+
+# ------------------------------------------------------------------------------ loggers
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What a finished epoch hands to the loggers.
+
+    Attributes:
+        metrics: The epoch's record, as written to ``metrics.jsonl``.
+        assignment: (N,) cluster of every image (-1: left out as unreadable).
+        gallery: Draws (on demand, so a logger that shows none pays nothing) a grid of the
+            largest clusters' images nearest their centroids, as (H, W, 3) uint8 pixels.
+    """
+
+    metrics: dict[str, Any]
+    assignment: np.ndarray
+    gallery: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run a logger is opened for.
+
+    Attributes:
+        run_dir: The run directory (the place for a logger's files).
+        name: ``run.name``.
+        start_epoch: The first epoch this run does (0, or where a resumed run goes on).
+        epochs: ``run.epochs``.
+        steps_per_epoch: Training steps of every epoch.
+    """
+
+    run_dir: Path
+    name: str
+    start_epoch: int
+    epochs: int
+    steps_per_epoch: int
+
+
+class Logger(Component):
+    """Where a run's numbers go as it runs: a file, TensorBoard, an experiment tracker.
+
+    Loggers run on the main process only. :meth:`open` is called once before the first epoch
+    a run (or a resumed run) does, :meth:`step` every few training steps with the running
+    loss, :meth:`epoch` when an epoch's results are saved, :meth:`close` at the end, also
+    when the run fails or is stopped.
+    """
+
+    def open(self, run: RunInfo) -> None:
+        """Start writing. A resumed run starts at ``run.start_epoch`` and does that epoch
+        again: whatever was logged for it and later epochs is to be dropped."""
+
+    def step(self, epoch: int, step: int, global_step: int, values: dict[str, float]) -> None:
+        """The running values of the training pass (``loss``, ``lr``, ``images_per_s``)
+        after ``step`` steps of the epoch; ``global_step`` counts over the whole run."""
+
+    @abstractmethod
+    def epoch(self, record: EpochRecord) -> None:
+        """An epoch's results, once they are saved."""
+
+    def close(self) -> None:
+        """Flush and release what :meth:`open` acquired."""

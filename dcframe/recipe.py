@@ -64,7 +64,7 @@ class RunSection(Params):
         "first steps of every epoch pay the compilation, since the top layer is new).",
     )
     workers: int | str = Field(
-        0,
+        "auto",
         description="DataLoader worker processes that decode images, 0 to 64; 'auto': one "
         "per core this process may use, less one, at most 8.",
     )
@@ -179,11 +179,17 @@ COMPONENT_SECTIONS: dict[str, Registry[Any]] = {
     "preprocess": registries.preprocessors,
     "clusterer": registries.clusterers,
     "sampler": registries.samplers,
+    "loggers": registries.loggers,
 }
+# Sections that are ordered lists of components rather than one.
+LIST_SECTIONS = ("preprocess", "loggers")
 SECTION_DEFAULTS: dict[str, Any] = {
     "preprocess": [{"name": "pca"}, {"name": "l2"}],
     "sampler": {"name": "uniform"},
+    "loggers": [{"name": "jsonl"}],
 }
+# The logger whose file is the run's record: --resume and dcframe report read it.
+RECORD_LOGGER = "jsonl"
 
 
 class BadImagePolicy(Params):
@@ -259,15 +265,40 @@ def recipe_model() -> type[Params]:
     for section, registry in COMPONENT_SECTIONS.items():
         union = _component_union(registry, SECTION_MIXINS.get(section))
         kind = f"Which {registry.kind} to use (key 'name') and its parameters."
-        if section == "preprocess":
+        if section in LIST_SECTIONS:
             union = list[union]  # type: ignore[valid-type]
+        if section == "preprocess":
             kind = "Ordered list of preprocessing steps applied to the features before clustering."
+        if section == "loggers":
+            kind = (
+                f"Where the metrics go as the run goes; '{RECORD_LOGGER}' (metrics.jsonl, the "
+                "run's record) comes first, then e.g. 'csv' or 'tensorboard'."
+            )
         if section in SECTION_DEFAULTS:
             spec = Field(default=SECTION_DEFAULTS[section], validate_default=True, description=kind)
         else:
             spec = Field(description=kind)
         fields[section] = (union, spec)
-    return create_model("Recipe", __base__=Params, __doc__="A dcframe run.", **fields)
+    return create_model(
+        "Recipe",
+        __base__=Params,
+        __doc__="A dcframe run.",
+        __validators__={"record_first": field_validator("loggers")(_record_logger_first)},
+        **fields,
+    )
+
+
+def _record_logger_first(loggers: list[Any]) -> list[Any]:
+    names = [logger.name for logger in loggers]
+    if names[:1] != [RECORD_LOGGER] or names.count(RECORD_LOGGER) > 1:
+        raise ValueError(
+            f"the first logger must be {{name = '{RECORD_LOGGER}'}} (metrics.jsonl, the run's "
+            "record, which --resume and dcframe report read), and only the first; list the "
+            f"others after it, e.g. loggers = [{{name = '{RECORD_LOGGER}'}}, {{name = 'csv'}}]"
+        )
+    if len(set(names)) < len(names):
+        raise ValueError("each logger may be listed once")
+    return loggers
 
 
 # ------------------------------------------------------------------------ loading

@@ -1,4 +1,4 @@
-"""The five registries, one per component kind, and a lookup by kind name."""
+"""The six registries, one per component kind, and a lookup by kind name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from dcframe.registry import Registry
 
 if TYPE_CHECKING:  # the interfaces import torch: each registry resolves its base on first use
-    from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+    from dcframe.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
 
 
 def _interface(name: str) -> Callable[[], type]:
@@ -52,6 +52,12 @@ def _builtin_datasets() -> dict[str, type[Dataset]]:
     return {"imagefolder": ImageFolder, "sklearn-digits": SklearnDigits}
 
 
+def _builtin_loggers() -> dict[str, type[Logger]]:
+    from dcframe.components.loggers import CsvLogger, JsonlLogger, TensorBoardLogger
+
+    return {"jsonl": JsonlLogger, "csv": CsvLogger, "tensorboard": TensorBoardLogger}
+
+
 backbones: Registry[Backbone] = Registry(
     "backbone", _interface("Backbone"), "dcframe.backbones", "backbone", _builtin_backbones
 )
@@ -81,7 +87,19 @@ datasets: Registry[Dataset] = Registry(
 )
 """Indexed image collections, optionally labelled."""
 
-ALL: tuple[Registry[Any], ...] = (backbones, preprocessors, clusterers, samplers, datasets)
+loggers: Registry[Logger] = Registry(
+    "logger", _interface("Logger"), "dcframe.loggers", "loggers", _builtin_loggers
+)
+"""Where a run's metrics go as it runs (metrics.jsonl, CSV, TensorBoard, a tracker)."""
+
+ALL: tuple[Registry[Any], ...] = (
+    backbones,
+    preprocessors,
+    clusterers,
+    samplers,
+    datasets,
+    loggers,
+)
 
 
 def find_anywhere(name: str) -> list[Registry[Any]]:

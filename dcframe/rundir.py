@@ -77,6 +77,8 @@ RESUME_MAY_CHANGE = (
     "knn_k",
     "knn_queries",
 )
+# Sections a resumed run may change as a whole: where the metrics are logged.
+RESUME_MAY_CHANGE_SECTIONS = ("loggers",)
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
 
@@ -202,8 +204,13 @@ class RunDirectory:
             if isinstance(recipe.get("run"), dict):
                 for key in RESUME_MAY_CHANGE:
                     recipe["run"].pop(key, None)
+            for section in RESUME_MAY_CHANGE_SECTIONS:
+                recipe.pop(section, None)
         if saved != wanted:
-            may = ", ".join(f"run.{key}" for key in RESUME_MAY_CHANGE)
+            may = ", ".join(
+                [f"run.{key}" for key in RESUME_MAY_CHANGE]
+                + [f"[[{section}]]" for section in RESUME_MAY_CHANGE_SECTIONS]
+            )
             raise UserError(
                 f"--resume: the recipe differs from the one saved in {self.recipe_path} "
                 f"(only {may} may change when resuming); compare them with "

@@ -14,6 +14,7 @@ same seed gives the same result. A failed check raises ``AssertionError`` with t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,16 @@ from pydantic import ValidationError
 
 from dcframe import registries
 from dcframe.errors import UserError
-from dcframe.interfaces import Backbone, Clusterer, Dataset, Preprocessor, Sampler
+from dcframe.interfaces import (
+    Backbone,
+    Clusterer,
+    Dataset,
+    EpochRecord,
+    Logger,
+    Preprocessor,
+    RunInfo,
+    Sampler,
+)
 from dcframe.params import Params
 from dcframe.registry import Registry
 
@@ -176,12 +186,37 @@ def check_dataset(cls: type[Dataset], params: Any = None) -> None:
         assert labels.shape == (len(data),) and labels.dtype == np.int64, "labels: (N,) int64"
 
 
+def check_logger(cls: type[Logger], params: Any = None) -> None:
+    """A whole life on a fresh folder: open, steps, two epochs (the second asking for its
+    gallery), close; then a resume that redoes the second epoch."""
+    import tempfile
+
+    check_params_model(cls)
+
+    def record(epoch: int) -> EpochRecord:
+        metrics = {"epoch": epoch, "train_loss": 1.5, "seconds": {"train": 2.0, "total": 3.0}}
+        gallery = np.zeros((8, 8, 3), dtype=np.uint8)
+        return EpochRecord(metrics, np.arange(4) % 2, lambda: gallery)
+
+    with tempfile.TemporaryDirectory(prefix="dcframe-logger-check-") as folder:
+        for start in (0, 1):
+            logger = cls(_params(cls, params))
+            logger.open(RunInfo(Path(folder), "check", start, 2, steps_per_epoch=3))
+            for epoch in range(start, 2):
+                for step in (1, 2, 3):
+                    values = {"loss": 1.0, "lr": 0.05, "images_per_s": 100.0}
+                    logger.step(epoch, step, epoch * 3 + step, values)
+                logger.epoch(record(epoch))
+            logger.close()
+
+
 _CHECKS: dict[str, Any] = {
     "backbone": check_backbone,
     "preprocessor": check_preprocessor,
     "clusterer": check_clusterer,
     "sampler": check_sampler,
     "dataset": check_dataset,
+    "logger": check_logger,
 }
 
 
@@ -189,7 +224,7 @@ def check_component(kind: str, name: str, params: Any = None) -> None:
     """Look ``name`` up in the registry of ``kind`` (as a recipe would) and run its checks.
 
     Args:
-        kind: "backbone", "preprocessor", "clusterer", "sampler" or "dataset".
+        kind: "backbone", "preprocessor", "clusterer", "sampler", "dataset" or "logger".
         name: The registered name (the entry-point name for plugins).
         params: Parameter values (dict or model) for components whose model has required
             fields, such as a dataset's folder; defaults otherwise.

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,12 +230,16 @@ class Trainer:
         bad_images: BadImagePolicy,
         progress: PassProgress,
         save: Callable[[PassProgress], None],
+        on_check: Callable[[int, dict[str, float]], None] | None = None,
     ) -> float:
         """One pass over dataset images ``indices`` (the i-th augmented from ``seeds[i]``) with
         cross-entropy on the pseudo-labels ``targets[image]``; the mean loss.
 
         Starts at ``progress.step`` (a resumed pass) and calls ``save`` every
-        ``checkpoint_every_steps`` steps and when a stop signal arrives.
+        ``checkpoint_every_steps`` steps and when a stop signal arrives. Whenever the loss
+        is read from the device, ``on_check(step, values)`` gets the running ``loss``, the
+        ``lr`` and the ``images_per_s`` (this process's rate times the processes); the
+        progress bar shows them too.
 
         Raises:
             UserError: the loss became NaN or infinite on some process (the run diverged).
@@ -258,7 +263,9 @@ class Trainer:
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
         batches = data if self.workers else prefetched(data)
-        for images, labels, unreadable in reporter.track(batches, len(data), "training"):
+        status: dict[str, str] = {}
+        started, done_before = time.perf_counter(), progress.seen
+        for images, labels, unreadable in reporter.track(batches, len(data), "training", status):
             bad_images.check(unreadable)
             if images is None:  # no image of this step was readable: nothing to learn from
                 progress.step += 1
@@ -284,12 +291,28 @@ class Trainer:
             due = bool(every and progress.step % every == 0 and progress.step < len(plan))
             if due or progress.step % check_every == 0 or progress.step == len(plan):
                 stop = self._check(unchecked, progress)
+                values = self._running(progress, progress.seen - done_before, started)
+                status.update(loss=f"{values['loss']:.3f}", rate=f"{values['images_per_s']:.0f}")
+                if on_check is not None:
+                    on_check(progress.step, values)
                 if stop or due:
                     save(progress)
                 if stop:
                     raise self.stop.stopped(f"at training step {progress.step}")
-                loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
+        if unchecked.steps:  # the pass ended on steps without a readable image
+            self._check(unchecked, progress)
+        loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
         return loss_sum / max(seen, 1)
+
+    def _running(self, progress: PassProgress, images: int, since: float) -> dict[str, float]:
+        """The pass's running loss, the learning rate, and the images per second of all
+        processes since ``since`` (``images`` on this one)."""
+        rate = images / max(time.perf_counter() - since, 1e-9)
+        return {
+            "loss": progress.loss_sum / max(progress.seen, 1),
+            "lr": float(self.body_optimizer.param_groups[0]["lr"]),
+            "images_per_s": rate * self.world.size,
+        }
 
     def _check(self, unchecked: Unchecked, progress: PassProgress) -> bool:
         """Read the steps' losses from the device, stop on a diverged loss, and say whether a

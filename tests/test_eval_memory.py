@@ -232,7 +232,9 @@ def test_cli_cache_dir_is_cleaned_up_and_refused_when_unwritable(tmp_path: Path)
     result = invoke(*args, "--cache-dir", str(cache))
     assert result.code == 0, result.stderr
     assert list(cache.iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "knn-random-alexnet.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[:2] == ["cache", "index.jsonl"] and len(names) == 3
+    assert names[2].startswith("knn-random-alexnet-") and names[2].endswith(".json")
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     result = invoke(*args, "--cache-dir", str(blocker / "cache"))

@@ -56,6 +56,7 @@ def test_builtins_are_registered_with_their_origin() -> None:
         "clusterer": {"faiss-kmeans", "sklearn-kmeans"},
         "sampler": {"uniform", "random"},
         "dataset": {"imagefolder", "sklearn-digits"},
+        "logger": {"jsonl", "csv", "tensorboard"},
     }
     for registry in registries.ALL:
         assert expected[registry.kind] <= set(registry.names())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +28,13 @@ def run(
             "launcher; for several machines run torchrun yourself.",
         ),
     ] = 1,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report",
+            help="Write the run's report (report.html in the run directory) at the end.",
+        ),
+    ] = True,
 ) -> None:
     """Run DeepCluster as the recipe describes; writes everything to output_dir/name."""
     # Imported here, not at the top, so that `dcframe --help` stays fast.
@@ -37,11 +45,27 @@ def run(
     resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         arguments = [str(recipe), *(f"--set={o}" for o in overrides or [])]
-        arguments += ["--resume"] * resume + ["--quiet"] * quiet
+        arguments += ["--resume"] * resume + ["--quiet"] * quiet + ["--no-report"] * (not report)
         raise typer.Exit(_launch(nproc, arguments))
-    rundir = engine.run(resolved, resume=resume, reporter=Reporter(quiet=quiet))
+    reporter = Reporter(quiet=quiet)
+    started = time.perf_counter()
+    rundir = engine.run(resolved, resume=resume, reporter=reporter)
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(str(rundir.path))
+        page = _write_report(rundir.path, reporter) if report else None
+        reporter.summary(rundir.path, rundir.metrics(), time.perf_counter() - started, page)
+        typer.echo(str(rundir.path))  # stdout holds the run directory only, for scripts
+
+
+def _write_report(run_dir: Path, reporter: Any) -> Path | None:
+    """The report of the finished run; a failure to make it is a warning, not the run's."""
+    from dcframe.errors import UserError
+    from dcframe.report import write_report
+
+    try:
+        return write_report(run_dir)
+    except (UserError, OSError) as error:
+        reporter.warn(f"no report written ({error}); try dcframe report {run_dir}")
+        return None
 
 
 def _launch(nproc: int, arguments: list[str]) -> int:

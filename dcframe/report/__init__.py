@@ -8,7 +8,7 @@ finished epochs and never takes the run's lock, so it can be made while the run 
 
 Modules: :mod:`~dcframe.report.run_data` (reading a run directory),
 :mod:`~dcframe.report.clusters` (cluster sizes, purities, matching between epochs),
-:mod:`~dcframe.report.galleries` (which clusters and images are shown),
+:mod:`~dcframe.galleries` (which clusters and images are shown),
 :mod:`~dcframe.report.explorer` (images through the run's transforms),
 :mod:`~dcframe.report.figures` (the matplotlib plots), :mod:`~dcframe.report.embed`
 (data URIs), :mod:`~dcframe.report.sections` and :mod:`~dcframe.report.page` (the HTML).

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from dcframe.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
 from dcframe.report import figures
 from dcframe.report.clusters import LabelStats, cluster_sizes, flow_matrix, match_clusters
 from dcframe.report.embed import png_uri, svg_uri, thumbnail_uri
 from dcframe.report.explorer import TRAINING_SEEDS, explore, pick_images
-from dcframe.report.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
 from dcframe.report.page import Section, figure, note, table
 from dcframe.report.run_data import RunData
 

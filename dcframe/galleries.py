@@ -1,4 +1,4 @@
-"""Which clusters the report shows, and which of their images.
+"""Which clusters a gallery shows (the report's, TensorBoard's), and which of their images.
 
 A cluster is shown by the images closest to its centroid first (the most typical members),
 then a few random other members (how varied it is). Runs made before dcframe saved the
@@ -7,9 +7,11 @@ centroid distances show random members only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 CLOSEST = 8
 RANDOM_MEMBERS = 4
@@ -75,3 +77,32 @@ def pick_clusters(
     rest = np.setdiff1d(filled, np.concatenate([largest, smallest]))
     chosen = rng.choice(rest, size=min(len(rest), count), replace=False)
     return Galleries(largest, smallest, np.sort(chosen))
+
+
+def gallery_grid(
+    pixels_of: Callable[[int], torch.Tensor],
+    assignment: np.ndarray,
+    distances: np.ndarray | None,
+    seed: int,
+    clusters: int = CLUSTERS_PER_GALLERY,
+    per_cluster: int = CLOSEST,
+) -> np.ndarray:
+    """One picture of the largest clusters: a row per cluster, its images nearest the
+    centroid first, as (H, W, 3) uint8 pixels (what TensorBoard shows every epoch).
+
+    Args:
+        pixels_of: Image ``i`` as (s, s, 3) uint8 pixels (the clustering view).
+    """
+    from torchvision.utils import make_grid
+
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(assignment[assignment >= 0], minlength=1)
+    rows = []
+    for cluster in pick_clusters(sizes, rng, clusters).largest:
+        shown = shown_members(assignment, distances, int(cluster), rng, per_cluster, 0)
+        images = [pixels_of(int(i)) for i in shown.members[:per_cluster]]
+        blank = torch.zeros_like(images[0])
+        rows.extend(images + [blank] * (per_cluster - len(images)))
+    batch = torch.stack(rows).permute(0, 3, 1, 2)
+    grid = make_grid(batch, nrow=per_cluster, padding=2, pad_value=255)
+    return grid.permute(1, 2, 0).numpy()
