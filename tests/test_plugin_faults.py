@@ -122,7 +122,7 @@ def test_finding_13_disable_autoload_env(
     assert all(e.origin.builtin for r in registries.ALL for e in r)  # dcframe-timm too
     listing = invoke("plugins", "list")
     assert_clean(listing.code, listing.stdout + listing.stderr, 0)
-    assert f"{DISABLE_AUTOLOAD_ENV} is set" in listing.stdout
+    assert f"{DISABLE_AUTOLOAD_ENV} is set" in listing.stderr  # a notice: stdout holds rows
     assert "other-kmeans" not in listing.stdout
     naming = invoke("recipe", "check", str(write_recipe(tmp_path, "other-kmeans")))
     assert_clean(naming.code, naming.stdout + naming.stderr, 2)
