@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
 from torch import nn
 
-from dcframe.params import NoParams
+# The parameters models are torch-free, so recipes validate without torch; re-exported here.
+from dcframe.params import BackboneParams, ClustererParams, NoParams
 from dcframe.params import Params as ParamsModel
 
 if TYPE_CHECKING:
@@ -43,18 +43,6 @@ class Component(ABC):  # noqa: B024 - each kind below declares its abstract meth
 
 
 # --------------------------------------------------------------------------- backbones
-
-
-class BackboneParams(ParamsModel):
-    """Parameters every backbone accepts."""
-
-    sobel: bool = Field(
-        True, description="Feed the net fixed Sobel gradients of a grayscale image (paper: on)."
-    )
-    small_input: bool = Field(
-        False,
-        description="Small-image variant (32x32 input, e.g. CIFAR, digits) instead of 224x224.",
-    )
 
 
 class Backbone(nn.Module, ABC):
@@ -152,12 +140,6 @@ class Preprocessor(Component):
 
 
 # --------------------------------------------------------------------------- clusterers
-
-
-class ClustererParams(ParamsModel):
-    """Parameters every clusterer accepts."""
-
-    k: int = Field(10000, ge=2, description="Number of clusters (paper: 10000 on ImageNet).")
 
 
 @dataclass(frozen=True)

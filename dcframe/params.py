@@ -1,8 +1,11 @@
-"""The base class of every component's parameters model."""
+"""The base class of every component's parameters model, and the ones of two kinds.
+
+Nothing here imports torch: a recipe is validated with these models alone.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Params(BaseModel):
@@ -20,3 +23,21 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """For components that take no parameters."""
+
+
+class BackboneParams(Params):
+    """Parameters every backbone accepts."""
+
+    sobel: bool = Field(
+        True, description="Feed the net fixed Sobel gradients of a grayscale image (paper: on)."
+    )
+    small_input: bool = Field(
+        False,
+        description="Small-image variant (32x32 input, e.g. CIFAR, digits) instead of 224x224.",
+    )
+
+
+class ClustererParams(Params):
+    """Parameters every clusterer accepts."""
+
+    k: int = Field(10000, ge=2, description="Number of clusters (paper: 10000 on ImageNet).")

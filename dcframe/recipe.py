@@ -3,6 +3,9 @@
 The recipe model is assembled after plugin discovery: every component section is a union
 of the registered components' parameter models, discriminated by ``name``, so a plugin's
 parameters are validated (and appear in the JSON schema) exactly like a built-in's.
+:func:`recipe_model` holds every component; :func:`validate` uses the same model with, per
+section, only the components the recipe names, so that checking a recipe imports no plugin
+it does not use, and no torch when it names only built-ins.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic_core import ErrorDetails
 from dcframe import registries
 from dcframe.errors import RecipeError, UserError
 from dcframe.params import Params
-from dcframe.registry import Registry
+from dcframe.registry import Entry, Registry
 
 SCHEMA_VERSION = 1
 
@@ -217,36 +220,64 @@ class BadImagePolicy(Params):
 SECTION_MIXINS: dict[str, type[Params]] = {"data": BadImagePolicy}
 
 
-def _component_union(registry: Registry[Any], mixin: type[Params] | None = None) -> Any:
-    """Tagged union of every registered component's parameters, plus a literal ``name``.
+def _component_union(
+    kind: str, entries: tuple[Entry[Any], ...], mixin: type[Params] | None, described: bool
+) -> Any:
+    """Tagged union of the entries' parameters models, each plus a literal ``name``.
 
     Args:
-        registry: The components to choose from.
+        kind: The registry's kind, in the members' names.
+        entries: The components to choose from.
         mixin: Extra fields every member gets (after the component's own), e.g. the data
             section's bad-image policy.
+        described: Whether members carry the component's summary and origin, for the schema
+            and the reference (the summary needs the class; validating does not).
     """
     members = []
-    for entry in registry:
+    for entry in entries:
         tag: Any = Literal[entry.name]
+        summary = entry.summary if described else None
+        description = f"{entry.summary} [{entry.origin}]" if described else None
         # The mixin first: its fields win over a same-named component field (dcframe owns
         # them), yet pydantic lists them after the component's own.
         bases = (entry.params_model,) if mixin is None else (mixin, entry.params_model)
         members.append(
             create_model(
-                f"{registry.kind}:{entry.name}",
+                f"{kind}:{entry.name}",
                 __base__=bases,
-                __doc__=entry.summary,
-                name=(tag, Field(description=f"{entry.summary} [{entry.origin}]")),
+                __doc__=summary,
+                name=(tag, Field(description=description)),
             )
         )
-    if len(members) == 1:
-        return members[0]
     return Annotated[Union[tuple(members)], Field(discriminator="name")]  # noqa: UP007
 
 
 @functools.cache
 def recipe_model() -> type[Params]:
     """The recipe model for the components installed now (built once per process)."""
+    every = tuple((section, tuple(registry)) for section, registry in COMPONENT_SECTIONS.items())
+    return _model(every, described=True)
+
+
+def _validation_model(raw: dict[str, Any]) -> type[Params]:
+    """The recipe model with, per section, the components ``raw`` names (or its default
+    names) that exist; where there is none, every component. Validating with it reports
+    just what :func:`recipe_model` would: unknown names and the failed plugins are
+    explained by the registries (:func:`_explain`), whatever the model's members."""
+    chosen = []
+    for section, registry in COMPONENT_SECTIONS.items():
+        value = raw.get(section, SECTION_DEFAULTS.get(section))
+        items = value if isinstance(value, list) else [value]
+        names = [i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)]
+        chosen.append((section, tuple(registry.entries(names) or registry)))
+    return _model(tuple(chosen), described=False)
+
+
+@functools.cache
+def _model(
+    components: tuple[tuple[str, tuple[Entry[Any], ...]], ...], described: bool
+) -> type[Params]:
+    """The recipe model whose component sections choose among ``components``."""
     fields: dict[str, Any] = {
         "schema_version": (
             Literal[SCHEMA_VERSION],
@@ -262,8 +293,9 @@ def recipe_model() -> type[Params]:
             Field(default_factory=AugmentSection, description=AugmentSection.__doc__),
         ),
     }
-    for section, registry in COMPONENT_SECTIONS.items():
-        union = _component_union(registry, SECTION_MIXINS.get(section))
+    for section, entries in components:
+        registry = COMPONENT_SECTIONS[section]
+        union = _component_union(registry.kind, entries, SECTION_MIXINS.get(section), described)
         kind = f"Which {registry.kind} to use (key 'name') and its parameters."
         if section in LIST_SECTIONS:
             union = list[union]  # type: ignore[valid-type]
@@ -378,12 +410,13 @@ def _too_deep(what: str) -> str:
 
 def validate(raw: dict[str, Any], source: str = "recipe") -> Any:
     """Validate a recipe held as a dict; all problems are reported at once."""
+    model = _validation_model(raw if isinstance(raw, dict) else {})
     try:
-        return recipe_model().model_validate(raw)
+        return model.model_validate(raw)
     except RecursionError:
         raise UserError(_too_deep(source)) from None
     except ValidationError as error:
-        problems = [_explain(detail, raw) for detail in error.errors()]
+        problems = [_explain(detail, raw, model) for detail in error.errors()]
         raise RecipeError(problems, source) from None
 
 
@@ -510,7 +543,7 @@ def _short(value: Any) -> str:
     return _cut(repr(value))
 
 
-def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
+def _explain(detail: ErrorDetails, raw: dict[str, Any], model: type[Params]) -> str:
     path, real = _path(detail["loc"], raw)
     kind = detail["type"]
     registry = COMPONENT_SECTIONS.get(str(real[0])) if real else None
@@ -524,7 +557,7 @@ def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
         return f"{path}: missing 'name'; choose a {registry.kind}: {', '.join(registry.names())}"
     if kind == "extra_forbidden":
         parent = _lookup(raw, real[:-1])
-        return f"{path}: unknown key{_key_hint(str(real[-1]), real[:-1], parent)}"
+        return f"{path}: unknown key{_key_hint(str(real[-1]), real[:-1], parent, model)}"
     if kind == "missing" and path == "schema_version":
         return f"schema_version: required; add `schema_version = {SCHEMA_VERSION}` at the top"
     if kind == "missing":
@@ -535,9 +568,9 @@ def _explain(detail: ErrorDetails, raw: dict[str, Any]) -> str:
     return f"{path}: {_cut(message, 200)}{shown}"
 
 
-def _key_hint(key: str, parent_loc: tuple[int | str, ...], parent: Any) -> str:
+def _key_hint(key: str, parent_loc: tuple[int | str, ...], parent: Any, model: type[Params]) -> str:
     """'; did you mean ...' plus the valid keys of the table an unknown key sits in."""
-    valid = sorted(_valid_keys(parent_loc, parent))
+    valid = sorted(_valid_keys(parent_loc, parent, model))
     if not valid:
         return ""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
@@ -545,8 +578,7 @@ def _key_hint(key: str, parent_loc: tuple[int | str, ...], parent: Any) -> str:
     return f"{hint} Valid keys: {', '.join(valid)}"
 
 
-def _valid_keys(parent_loc: tuple[int | str, ...], parent: Any) -> set[str]:
-    model = recipe_model()
+def _valid_keys(parent_loc: tuple[int | str, ...], parent: Any, model: type[Params]) -> set[str]:
     if not parent_loc:
         return set(model.model_fields)
     section = str(parent_loc[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from dcframe.registry import Registry
+from dcframe.registry import Builtin, Registry
 
 if TYPE_CHECKING:  # the interfaces import torch: each registry resolves its base on first use
     from dcframe.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
@@ -22,40 +22,70 @@ def _interface(name: str) -> Callable[[], type]:
     return resolve
 
 
-def _builtin_backbones() -> dict[str, type[Backbone]]:
-    from dcframe.components.backbones import VGG16, AlexNet, ResNet50
-
-    return {"alexnet": AlexNet, "vgg16": VGG16, "resnet50": ResNet50}
-
-
-def _builtin_preprocessors() -> dict[str, type[Preprocessor]]:
-    from dcframe.components.preprocessors import L2Normalize, PCAWhitening
-
-    return {"pca": PCAWhitening, "l2": L2Normalize}
+# The built-ins, by where their classes are and by their parameters models, which import no
+# torch (the classes' modules do): checking a recipe imports only the models.
+_COMPONENTS = "dcframe.components"
 
 
-def _builtin_clusterers() -> dict[str, type[Clusterer]]:
-    from dcframe.components.clusterers import FaissKMeans, SklearnKMeans
+def _builtin_backbones() -> dict[str, Builtin]:
+    from dcframe.components.params import AlexNetParams, VGG16Params
+    from dcframe.params import BackboneParams
 
-    return {"faiss-kmeans": FaissKMeans, "sklearn-kmeans": SklearnKMeans}
-
-
-def _builtin_samplers() -> dict[str, type[Sampler]]:
-    from dcframe.components.samplers import RandomSampler, UniformClusterSampler
-
-    return {"uniform": UniformClusterSampler, "random": RandomSampler}
-
-
-def _builtin_datasets() -> dict[str, type[Dataset]]:
-    from dcframe.components.datasets import ImageFolder, SklearnDigits
-
-    return {"imagefolder": ImageFolder, "sklearn-digits": SklearnDigits}
+    return {
+        "alexnet": Builtin(f"{_COMPONENTS}.backbones.alexnet:AlexNet", AlexNetParams),
+        "vgg16": Builtin(f"{_COMPONENTS}.backbones.vgg:VGG16", VGG16Params),
+        "resnet50": Builtin(f"{_COMPONENTS}.backbones.resnet:ResNet50", BackboneParams),
+    }
 
 
-def _builtin_loggers() -> dict[str, type[Logger]]:
-    from dcframe.components.loggers import CsvLogger, JsonlLogger, TensorBoardLogger
+def _builtin_preprocessors() -> dict[str, Builtin]:
+    from dcframe.components.params import PCAParams
+    from dcframe.params import NoParams
 
-    return {"jsonl": JsonlLogger, "csv": CsvLogger, "tensorboard": TensorBoardLogger}
+    return {
+        "pca": Builtin(f"{_COMPONENTS}.preprocessors:PCAWhitening", PCAParams),
+        "l2": Builtin(f"{_COMPONENTS}.preprocessors:L2Normalize", NoParams),
+    }
+
+
+def _builtin_clusterers() -> dict[str, Builtin]:
+    from dcframe.components.params import FaissKMeansParams, SklearnKMeansParams
+
+    return {
+        "faiss-kmeans": Builtin(f"{_COMPONENTS}.clusterers:FaissKMeans", FaissKMeansParams),
+        "sklearn-kmeans": Builtin(f"{_COMPONENTS}.clusterers:SklearnKMeans", SklearnKMeansParams),
+    }
+
+
+def _builtin_samplers() -> dict[str, Builtin]:
+    from dcframe.components.params import SamplerParams, UniformClusterParams
+
+    return {
+        "uniform": Builtin(f"{_COMPONENTS}.samplers:UniformClusterSampler", UniformClusterParams),
+        "random": Builtin(f"{_COMPONENTS}.samplers:RandomSampler", SamplerParams),
+    }
+
+
+def _builtin_datasets() -> dict[str, Builtin]:
+    from dcframe.components.params import ImageFolderParams, SklearnDigitsParams
+
+    return {
+        "imagefolder": Builtin(f"{_COMPONENTS}.datasets.folder:ImageFolder", ImageFolderParams),
+        "sklearn-digits": Builtin(
+            f"{_COMPONENTS}.datasets.digits:SklearnDigits", SklearnDigitsParams
+        ),
+    }
+
+
+def _builtin_loggers() -> dict[str, Builtin]:
+    from dcframe.components.params import TensorBoardParams
+    from dcframe.params import NoParams
+
+    return {
+        "jsonl": Builtin(f"{_COMPONENTS}.loggers:JsonlLogger", NoParams),
+        "csv": Builtin(f"{_COMPONENTS}.loggers:CsvLogger", NoParams),
+        "tensorboard": Builtin(f"{_COMPONENTS}.loggers:TensorBoardLogger", TensorBoardParams),
+    }
 
 
 backbones: Registry[Backbone] = Registry(

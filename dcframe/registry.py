@@ -3,14 +3,19 @@
 One registry per component kind. In-tree components and third-party ones enter through
 the same :meth:`Registry.add`, which checks the type and the name, refuses duplicates
 (naming both origins), checks that the parameters model is complete, and records where
-each entry came from. Entry points are read lazily, once, with the standard library's
-:mod:`importlib.metadata`.
+each entry came from. Entry points are read lazily with the standard library's
+:mod:`importlib.metadata`, and imported only when needed: looking a name up (:meth:`Registry.get`,
+``in``, :meth:`Registry.entries`) imports the entry points of that name alone; listing
+(iterating, :meth:`Registry.names`, :attr:`Registry.failed`) imports them all. Built-in
+components are :class:`Builtin` specs, whose parameters models are torch-free and whose
+classes are imported on first use of :attr:`Entry.cls`: a recipe naming only built-in
+components is validated without importing torch.
 
 A plugin can only break itself: whatever it raises while importing or registering
 (``sys.exit()`` included; only ``KeyboardInterrupt`` passes) makes it a :class:`FailedEntry`,
 listed with the reason by ``dcframe plugins list``; only recipes naming it fail.
 
-Two environment variables, read when a registry first loads, help with a broken
+Two environment variables, read whenever a registry loads entries, help with a broken
 environment (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does):
 
 ``DCFRAME_DISABLE_PLUGIN_AUTOLOAD``
@@ -23,11 +28,13 @@ environment (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does):
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
 import importlib.metadata as metadata
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import Field, create_model
@@ -79,16 +86,43 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class Entry(Generic[T]):
-    """A registered component class."""
+class Builtin:
+    """A built-in component, given by where its class is and by its (torch-free) parameters
+    model, so that registering it imports neither the class nor torch.
 
-    name: str
-    cls: type[T]
-    origin: Origin
+    Attributes:
+        path: ``"module:Class"``, the module defining the class (imported on first use).
+        params: The class's ``Params``.
+    """
+
+    path: str
+    params: type[Params]
 
     @property
-    def params_model(self) -> type[Params]:
-        return self.cls.Params  # type: ignore[attr-defined]
+    def module(self) -> str:
+        return self.path.partition(":")[0]
+
+    def load(self) -> object:
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered component: its name, parameters model, origin and class.
+
+    ``cls`` is imported on first use for a built-in (the components import torch); a
+    plugin's class was imported to register it.
+    """
+
+    name: str
+    params_model: type[Params]
+    origin: Origin
+    load: Callable[[], type[T]] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def cls(self) -> type[T]:
+        return self.load()
 
     @property
     def summary(self) -> str:
@@ -140,8 +174,8 @@ class Registry(Generic[T]):
             use (the component interfaces import torch, which ``dcframe --help`` never needs).
         group: Entry-point group scanned for third-party entries ("dcframe.clusterers").
         section: Recipe section that names a component of this kind ("clusterer").
-        builtins: Callable returning the in-tree classes by name; called lazily so that
-            importing dcframe stays cheap.
+        builtins: Callable returning the in-tree components by name (classes, or
+            :class:`Builtin` specs); called lazily so that importing dcframe stays cheap.
     """
 
     def __init__(
@@ -150,7 +184,7 @@ class Registry(Generic[T]):
         base: type | Callable[[], type],
         group: str,
         section: str,
-        builtins: Callable[[], dict[str, type[T]]],
+        builtins: Callable[[], Mapping[str, type[T] | Builtin]],
     ) -> None:
         self.kind = kind
         self._base = base
@@ -175,6 +209,8 @@ class Registry(Generic[T]):
     def add(self, name: str, cls: object, origin: Origin) -> Entry[T]:
         """Register ``cls`` under ``name``; the only way in, for built-ins and plugins alike.
 
+        ``cls`` is a class, or a :class:`Builtin`, whose class is checked on first use.
+
         Raises:
             UserError: bad name, wrong type, missing parameters model, or a duplicate name
                 (the message names both origins).
@@ -184,12 +220,19 @@ class Registry(Generic[T]):
                 f"{self.kind} name {name!r} from {origin} is invalid: use lower-case letters, "
                 "digits, '-' or '_', starting with a letter"
             )
-        if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise UserError(
-                f"{self.kind} {name!r} from {origin} is {cls!r}, "
-                f"not a subclass of {self.base.__module__}.{self.base.__qualname__}"
-            )
-        params = getattr(cls, "Params", None)
+        if isinstance(cls, Builtin):
+            spec = cls
+            params: object = spec.params
+
+            def load() -> type[T]:
+                return self._checked(name, origin, spec.load(), spec.params)
+        else:
+            checked = self._checked(name, origin, cls)
+            params = getattr(checked, "Params", None)
+
+            def load() -> type[T]:
+                return checked
+
         if not (isinstance(params, type) and issubclass(params, Params)):
             raise UserError(
                 f"{self.kind} {name!r} from {origin} has no Params model "
@@ -201,23 +244,46 @@ class Registry(Generic[T]):
                 f"duplicate {self.kind} {name!r}: registered by {self._entries[name].origin} "
                 f"and again by {origin}; uninstall one of them"
             )
-        entry: Entry[T] = Entry(name, cast(type[T], cls), origin)
+        entry: Entry[T] = Entry(name, params, origin, load)
         self._entries[name] = entry
         return entry
 
-    def _load(self) -> None:
+    def _checked(
+        self, name: str, origin: Origin, cls: object, params: type[Params] | None = None
+    ) -> type[T]:
+        """``cls``, refused unless it subclasses the base (and, if given, has ``params``)."""
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise UserError(
+                f"{self.kind} {name!r} from {origin} is {cls!r}, "
+                f"not a subclass of {self.base.__module__}.{self.base.__qualname__}"
+            )
+        if params is not None and getattr(cls, "Params", None) is not params:
+            raise UserError(f"{self.kind} {name!r} from {origin}: its Params is not {params!r}")
+        return cast(type[T], cls)
+
+    def _load(self, names: Iterable[str] | None = None) -> None:
+        """Register the built-ins and entry points called one of ``names`` (all when None).
+
+        Each name is loaded from all its sources at once (its built-in, its entry points),
+        so it ends up registered or failed exactly as a load of everything would leave it.
+        """
         if self._loaded:
             return
-        self._loaded = True
-        for name, cls in self._builtins().items():
-            self.add(name, cls, Origin("dcframe", _dcframe_version(), cls.__module__))
+        builtins = self._builtins()
         # Read the environment now, not at import, so that it applies to this load.
         self.autoload_disabled = autoload_disabled()
-        if self.autoload_disabled:
-            return
+        eps = [] if self.autoload_disabled else metadata.entry_points(group=self.group)
+        wanted = [*builtins, *(ep.name for ep in eps)] if names is None else names
+        todo = {n for n in wanted if n not in self._entries and n not in self._failed}
+        self._loaded = names is None
+        for name, cls in builtins.items():
+            if name in todo:
+                module = cls.module if isinstance(cls, Builtin) else cls.__module__
+                self.add(name, cls, Origin("dcframe", _dcframe_version(), module))
         blocked = blocked_names()
-        for ep in sorted(metadata.entry_points(group=self.group), key=lambda e: e.name):
-            self._load_entry_point(ep, blocked)
+        for ep in sorted(eps, key=lambda e: e.name):
+            if ep.name in todo:
+                self._load_entry_point(ep, blocked)
 
     def _load_entry_point(self, ep: metadata.EntryPoint, blocked: set[str]) -> None:
         dist = ep.dist
@@ -253,8 +319,16 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
     def __contains__(self, name: object) -> bool:
-        self._load()
+        if isinstance(name, str):
+            self._load([name])
         return name in self._entries
+
+    def entries(self, names: Iterable[str]) -> list[Entry[T]]:
+        """The registered entries among ``names``, sorted; only the plugins called so are
+        imported (:meth:`get` explains a name that is missing)."""
+        wanted = set(names)
+        self._load(wanted)
+        return [self._entries[n] for n in sorted(wanted) if n in self._entries]
 
     def names(self) -> list[str]:
         return [e.name for e in self]
@@ -273,7 +347,7 @@ class Registry(Generic[T]):
             UnknownComponentError: no such name; the message suggests close names and
                 lists what is available with origins.
         """
-        self._load()
+        self._load([name])
         if name in self._entries:
             return self._entries[name]
         if name in self._failed:

@@ -9,37 +9,19 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from dcframe.clustering import check_device, check_k, float32_rows, import_faiss
-from dcframe.interfaces import Clusterer, ClustererParams, Clustering
+from dcframe.components.params import FaissKMeansParams, SklearnKMeansParams
+from dcframe.interfaces import Clusterer, Clustering
 from dcframe.params import Params
 
 # faiss seeds are C ints (a negative one means "seed from the clock"); sklearn's
 # random_state must fit in 32 unsigned bits.
 _FAISS_SEED_MODULUS = 2**31
 _SKLEARN_SEED_MODULUS = 2**32
-
-
-class FaissKMeansParams(ClustererParams):
-    """Parameters of :class:`FaissKMeans`."""
-
-    iterations: int = Field(
-        20,
-        ge=1,
-        le=2**31 - 1,  # faiss stores it in a C int
-        description="Lloyd iterations, one run (paper: 20); at most 2^31 - 1 (a C int in faiss).",
-    )
-    max_points_per_centroid: int = Field(
-        10_000_000,
-        ge=1,
-        le=2**31 - 1,
-        description="faiss subsamples above k x this many rows; the default never does (paper).",
-    )
-    verbose: bool = Field(False, description="Let faiss print its per-iteration progress.")
 
 
 def _last_objective(faiss: ModuleType, clus: Any) -> float:
@@ -126,15 +108,6 @@ class FaissKMeans(Clusterer):
             objective=_last_objective(faiss, clus),
             centroids=centroids.astype(np.float32, copy=False),
         )
-
-
-class SklearnKMeansParams(ClustererParams):
-    """Parameters of :class:`SklearnKMeans`."""
-
-    iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
-    init: Literal["random", "k-means++"] = Field(
-        "random", description="Initial centroids: k random rows (paper) or k-means++ seeding."
-    )
 
 
 class SklearnKMeans(Clusterer):

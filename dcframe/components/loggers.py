@@ -6,12 +6,10 @@ import csv
 import io
 from typing import Any
 
-from pydantic import Field
-
+from dcframe.components.params import TensorBoardParams
 from dcframe.errors import UserError
 from dcframe.files import atomic_write_bytes
 from dcframe.interfaces import EpochRecord, Logger, RunInfo
-from dcframe.params import Params
 from dcframe.rundir import RunDirectory
 
 
@@ -44,8 +42,9 @@ class JsonlLogger(Logger):
 
 
 class CsvLogger(Logger):
-    """metrics.csv in the run directory: one row per epoch, nested fields flattened
-    (``seconds_train``), for spreadsheets and pandas."""
+    """metrics.csv in the run directory: one row per epoch, for spreadsheets and pandas.
+
+    Nested fields are flattened (``seconds_train``), lists joined with "; "."""
 
     def open(self, run: RunInfo) -> None:
         self.path = run.run_dir / "metrics.csv"
@@ -67,23 +66,12 @@ class CsvLogger(Logger):
         atomic_write_bytes(self.path, lambda f: f.write(text.getvalue().encode()))
 
 
-class TensorBoardParams(Params):
-    """Where TensorBoard's event files go and what they hold."""
-
-    every_steps: int = Field(
-        10, ge=1, description="Log the running loss, lr and images/s every n training steps."
-    )
-    gallery: bool = Field(
-        True,
-        description="An image per epoch: the largest clusters, each a row of the images "
-        "nearest its centroid.",
-    )
-
-
 class TensorBoardLogger(Logger):
-    """TensorBoard event files in <run>/tensorboard: the epoch metrics, the training loss,
-    learning rate and images/s every few steps, and a cluster gallery every epoch
-    (``pip install 'dcframe[tensorboard]'``; view with ``tensorboard --logdir <run>``)."""
+    """TensorBoard event files in <run>/tensorboard: epoch metrics, steps, cluster galleries.
+
+    Every numeric epoch metric; the training loss, learning rate and images/s every few
+    steps; an image of the largest clusters every epoch (``pip install
+    'dcframe[tensorboard]'``; view with ``tensorboard --logdir <run>/tensorboard``)."""
 
     Params = TensorBoardParams
     params: TensorBoardParams

@@ -6,38 +6,12 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from dcframe.clustering import float32_rows, import_faiss
+from dcframe.components.params import PCAParams
 from dcframe.errors import UserError
 from dcframe.interfaces import Preprocessor
 from dcframe.params import Params
-
-
-class PCAParams(Params):
-    """Parameters of :class:`PCAWhitening`."""
-
-    dim: int = Field(256, ge=1, description="Number of principal components kept (paper: 256).")
-    whitening_power: float = Field(
-        -0.5,
-        # -0.5 whitens and -1 already over-whitens; far below, the weakest directions' factor
-        # (eps x lambda_max) ** power overflows float32 (at -10: low-rank features of std 0.05).
-        ge=-2.0,
-        le=0.0,
-        description="Power of the eigenvalue scaling each component: -0.5 whitens, 0 is plain "
-        "PCA; at least -2: stronger powers overflow float32 on the weakest directions.",
-    )
-    eps: float = Field(
-        1e-6,
-        gt=0.0,
-        lt=1.0,
-        description="Eigenvalues below eps x the largest are raised to it before the power.",
-    )
-    fit_sample: int = Field(
-        100_000,
-        ge=1,
-        description="Rows the PCA is fitted on (all rows when there are fewer).",
-    )
 
 
 class PCAWhitening(Preprocessor):

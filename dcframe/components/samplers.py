@@ -6,23 +6,10 @@ import math
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
+from dcframe.components.params import SamplerParams, UniformClusterParams
 from dcframe.interfaces import Sampler
 from dcframe.params import Params
-
-
-class SamplerParams(Params):
-    """Parameters of the built-in samplers."""
-
-    reassign: float = Field(
-        1.0,
-        gt=0.0,
-        # An epoch's M indices are held in memory at once: 1e12 x N asks for terabytes.
-        le=1000.0,
-        description="Images per epoch as a multiple of the dataset size: M = round(reassign x N); "
-        "at most 1000, since the M indices are held in memory at once.",
-    )
 
 
 def epoch_size(reassign: float, num_images: int) -> int:
@@ -39,16 +26,6 @@ def _check_assignments(assignments: np.ndarray) -> np.ndarray:
     if labels.ndim != 1 or labels.size == 0:
         raise ValueError(f"expected a non-empty 1-D array of cluster ids, got {labels.shape}")
     return labels
-
-
-class UniformClusterParams(SamplerParams):
-    """Parameters of :class:`UniformClusterSampler`."""
-
-    released_code_indexing: bool = Field(
-        False,
-        description="Reproduce the released code's bug: use the drawn indices as positions in "
-        "the images re-ordered cluster by cluster (undoes the balancing; ablations only).",
-    )
 
 
 class UniformClusterSampler(Sampler):

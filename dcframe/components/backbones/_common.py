@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from dcframe.components.backbones.sobel import Sobel
+from dcframe.components.params import ConvNetParams
 from dcframe.errors import UserError
 from dcframe.interfaces import Backbone, BackboneParams
 
@@ -33,33 +33,6 @@ def input_layer(params: BackboneParams) -> nn.Module:
 def input_channels(params: BackboneParams) -> int:
     """Channels reaching the first conv: the two Sobel gradients, or RGB."""
     return 2 if params.sobel else 3
-
-
-class ConvNetParams(BackboneParams):
-    """Parameters of the conv + fully-connected backbones (AlexNet, VGG16)."""
-
-    width: float = Field(
-        1.0,
-        gt=0.0,
-        le=4.0,
-        description="Multiplier of every conv layer's channel count (1: the paper's widths).",
-    )
-    fc_dim: int = Field(
-        4096,
-        ge=16,
-        # fc7 alone holds fc_dim^2 weights: 17 GB of float32 at 65,536; beyond, no machine fits.
-        le=65536,
-        description="Width of fc6 and fc7, hence of the clustering feature (paper: 4096); at "
-        "most 65,536, where fc7 alone holds 17 GB of weights.",
-    )
-    dropout: float = Field(
-        0.5,
-        ge=0.0,
-        lt=1.0,
-        description="Dropout probability in the classifier (paper: 0.5). Its masks are drawn "
-        "per process, so only with 0 does a multi-process run match a one-process run number "
-        "for number.",
-    )
 
 
 def scaled(channels: int, width: float) -> int:

@@ -8,15 +8,11 @@ from torch import nn
 
 from dcframe.components.backbones._common import (
     ConvFcBackbone,
-    ConvNetParams,
     conv_bn_relu,
     scaled,
 )
+from dcframe.components.params import AlexNetParams
 from dcframe.interfaces import BackboneParams
-
-
-class AlexNetParams(ConvNetParams):
-    """AlexNet's parameters: Sobel input, small-input variant, conv width and fc width."""
 
 
 class AlexNet(ConvFcBackbone):

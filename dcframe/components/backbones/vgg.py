@@ -8,10 +8,10 @@ from torch import nn
 
 from dcframe.components.backbones._common import (
     ConvFcBackbone,
-    ConvNetParams,
     conv_bn_relu,
     scaled,
 )
+from dcframe.components.params import VGG16Params
 from dcframe.interfaces import BackboneParams
 
 #: Conv output channels in order, "M" = 2x2 stride-2 max-pool (VGG configuration D).
@@ -22,10 +22,6 @@ _LAYOUT: tuple[int | str, ...] = (
     512, 512, 512, "M",
     512, 512, 512, "M",
 )  # fmt: skip
-
-
-class VGG16Params(ConvNetParams):
-    """VGG16's parameters: Sobel input, small-input variant, conv width and fc width."""
 
 
 class VGG16(ConvFcBackbone):

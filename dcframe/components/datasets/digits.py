@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from PIL import Image
-from pydantic import Field
 
+from dcframe.components.params import SklearnDigitsParams
 from dcframe.interfaces import Dataset
-from dcframe.params import Params
-
-
-class SklearnDigitsParams(Params):
-    split: Literal["all", "train", "test"] = Field(
-        "all",
-        description="'all' 1,797 images; fixed split: 'test' is every 5th image "
-        "(index % 5 == 0, 360 images), 'train' the other 1,437.",
-    )
 
 
 class SklearnDigits(Dataset):

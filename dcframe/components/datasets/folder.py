@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import Field
 
 from dcframe.components.datasets._files import IMAGE_EXTENSIONS, check_path, os_problem
+from dcframe.components.params import ImageFolderParams
 from dcframe.errors import UserError
 from dcframe.images import open_rgb
 from dcframe.interfaces import Dataset
-from dcframe.params import Params
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
@@ -69,21 +68,6 @@ def _scan(root: Path) -> tuple[list[str], list[int], list[str] | None]:
         paths += files
         labels += [label] * len(files)
     return paths, labels, [e.name for e in class_dirs]
-
-
-class ImageFolderParams(Params):
-    root: str = Field(
-        description="Folder of images: either one sub-folder per class (its images at any "
-        "depth below it; labels feed the metrics only) or a flat folder of images "
-        "(unlabelled), not both.",
-        min_length=1,
-    )
-    reduced_decoding: bool = Field(
-        True,
-        description="Decode JPEGs at 1/2, 1/4 or 1/8 scale when that still covers what the "
-        "network uses of them (PIL's draft mode): much faster for small inputs on large "
-        "photos; off: always at full size.",
-    )
 
 
 class ImageFolder(Dataset):
