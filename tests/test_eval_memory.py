@@ -16,7 +16,7 @@ from torch import nn
 from dcframe.errors import UserError
 from dcframe.evaluation import knn, store
 from dcframe.evaluation.accuracy import topk_accuracy
-from dcframe.evaluation.data import EvalData, Split, image_loader, load_data
+from dcframe.evaluation.data import EvalData, Split, data_options, image_loader, load_data
 from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.knn import chunked_knn_votes, knn_votes
 from dcframe.evaluation.linear_probe import (
@@ -27,7 +27,7 @@ from dcframe.evaluation.linear_probe import (
     eval_transform,
     linear_probe,
 )
-from dcframe.evaluation.options import EMBED, DataOptions, LinearProbeOptions
+from dcframe.evaluation.options import EMBED, LinearProbeOptions
 from dcframe.evaluation.store import FeatureCache, FeatureFile
 from dcframe.transforms import clustering_transform
 from tests.conftest import invoke
@@ -69,7 +69,8 @@ def test_unwritable_cache_dir_is_a_user_error(tmp_path: Path) -> None:
 
 
 def tiny_data(train: int = 120, val: int = 40) -> EvalData:
-    return load_data(DataOptions(dataset="sklearn-digits", limit_train=train, limit_val=val), 0)
+    digits = data_options("sklearn-digits", [], None, [], limit_train=train, limit_val=val)
+    return load_data(digits, 0)
 
 
 def test_too_little_disk_space_is_refused_before_extracting(

@@ -21,7 +21,7 @@ from dcframe.components.backbones.sobel import SOBEL_X, SOBEL_Y
 from dcframe.errors import UserError
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.cluster_metrics import cluster_scores, clustering_accuracy
-from dcframe.evaluation.data import load_data, stratified_subset
+from dcframe.evaluation.data import data_options, load_data, stratified_subset
 from dcframe.evaluation.features import FrozenFeatures, pooled_side
 from dcframe.evaluation.knn import knn_votes
 from dcframe.evaluation.linear_probe import (
@@ -33,7 +33,6 @@ from dcframe.evaluation.linear_probe import (
 from dcframe.evaluation.models import load_model, load_official, read_checkpoint
 from dcframe.evaluation.options import (
     EMBED,
-    DataOptions,
     LinearProbeOptions,
     ModelOptions,
     RunOptions,
@@ -140,7 +139,8 @@ def test_ten_crop_averages_the_softmax_of_the_crops() -> None:
 @pytest.mark.parametrize(("mode", "ten_crop"), [("cached", False), ("augment", True)])
 def test_linear_probe_runs_both_modes(mode: str, ten_crop: bool) -> None:
     features = FrozenFeatures(tiny_alexnet(), ["conv5", EMBED])
-    data = load_data(DataOptions(dataset="sklearn-digits", limit_train=120, limit_val=40), seed=0)
+    digits = data_options("sklearn-digits", [], None, [], limit_train=120, limit_val=40)
+    data = load_data(digits, seed=0)
     options = LinearProbeOptions(epochs=2, mode=mode, ten_crop=ten_crop)  # type: ignore[arg-type]
     reports = linear_probe(features, data, options, runtime(batch_size=64))
     assert list(reports) == ["conv5", EMBED]

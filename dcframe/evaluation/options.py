@@ -12,7 +12,7 @@ the JSON result file records exactly the validated values:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
@@ -97,18 +97,6 @@ class DataOptions(Params):
         ge=1,
         description="Use a fixed stratified subset of this many validation images (all if unset).",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _dataset_shorthand(cls, values: Any) -> Any:
-        """``dataset="NAME"`` (Python callers): NAME's own train/test split, as ``--data NAME``."""
-        if isinstance(values, dict) and "dataset" in values:
-            from dcframe.evaluation.data import data_options
-
-            values = dict(values)
-            resolved = data_options(values.pop("dataset"), [], None, [])
-            values |= {"train": resolved.train, "val": resolved.val}
-        return values
 
 
 class RunOptions(Params):
