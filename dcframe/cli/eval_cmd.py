@@ -412,10 +412,14 @@ def linear_probe_cmd(
     ten_crop: Annotated[
         bool, _option(LinearProbeOptions, "ten_crop", "--ten-crop/--center-crop")
     ] = _default(LinearProbeOptions, "ten_crop"),
+    protocol: Annotated[str, _option(LinearProbeOptions, "protocol", "--protocol")] = _default(
+        LinearProbeOptions, "protocol"
+    ),
 ) -> None:
     """Train a linear classifier on each frozen layer (the paper's Table 1 protocol).
 
-    Top-1 (top-5 with more than 5 classes) in percent, at the best and the last epoch.
+    Top-1 (top-5 with more than 5 classes) in percent, at the best and the last epoch, and
+    the mean top-1 of the last 10 epochs.
     """
     from dcframe.evaluation.linear_probe import linear_probe
 
@@ -429,6 +433,7 @@ def linear_probe_cmd(
         weight_decay=weight_decay,
         mode=mode,
         ten_crop=ten_crop,
+        protocol=protocol,
     )
     session = _start(common, options.layers)
     reports = linear_probe(session.features, session.data, options, session.runtime)
@@ -442,11 +447,13 @@ def linear_probe_cmd(
             _percent(r.best, "top5"),
             _percent(r.last, "top1"),
             _percent(r.last, "top5"),
+            _percent(r.mean_last_10, "top1"),
         ]
         for name, r in reports.items()
     ]
     headers = ["layer", "dim", "pooling", "best ep", "best top1", "top5", "last top1", "top5"]
-    title = f"linear probe ({options.mode}, {options.epochs} epochs)"
+    headers.append("mean last 10 top1")
+    title = f"linear probe ({options.protocol}, {options.mode}, {options.epochs} epochs)"
     results = {name: r.as_dict() for name, r in reports.items()}
     _finish(session, "linear-probe", options, results, started, title, headers, rows)
 

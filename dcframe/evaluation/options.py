@@ -140,7 +140,7 @@ class RunOptions(Params):
 
 
 class LinearProbeOptions(Params):
-    """The paper's linear probe: one linear classifier per frozen layer."""
+    """The linear probe: one linear classifier per frozen layer (paper or stable protocol)."""
 
     layers: Layers | None = Field(
         None,
@@ -166,6 +166,12 @@ class LinearProbeOptions(Params):
     )
     ten_crop: bool = Field(
         False, description="Validate on 10 crops (corners, centre, flipped) averaging the softmax."
+    )
+    protocol: Literal["paper", "stable"] = Field(
+        "paper",
+        description="'paper': raw features and lr0 / sqrt(1 + lr0*wd*t); 'stable': features "
+        "standardised with the training split's mean/std and a cosine learning rate to 0, "
+        "steadier on small data (quote its last or mean_last_10).",
     )
 
 
