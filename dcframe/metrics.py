@@ -106,6 +106,17 @@ def nearest_others(
     return values, positions
 
 
+def weighted_votes(
+    similarity: torch.Tensor, classes: torch.Tensor, num_classes: int, temperature: float
+) -> torch.Tensor:
+    """The kNN vote of ``dcframe eval knn`` and the per-epoch signal: a neighbour of
+    similarity s votes exp(s / temperature) for its class; (Q, num_classes) summed votes,
+    in the dtype and on the device of ``similarity``."""
+    weights = (similarity / temperature).exp()
+    votes = torch.zeros(len(similarity), num_classes, dtype=weights.dtype, device=weights.device)
+    return votes.scatter_add_(1, classes, weights)
+
+
 def knn_vote_accuracy(
     similarity: np.ndarray,
     neighbour_labels: np.ndarray,
@@ -126,8 +137,7 @@ def knn_vote_accuracy(
     top, index = values.topk(min(k, values.shape[1]), dim=1)
     classes = torch.from_numpy(neighbour_labels).gather(1, index)
     num_classes = int(max(neighbour_labels.max(initial=0), labels.max(initial=0))) + 1
-    votes = torch.zeros(len(labels), num_classes, dtype=torch.float64)
-    votes.scatter_add_(1, classes, (top.double() / temperature).exp())
+    votes = weighted_votes(top.double(), classes, num_classes, temperature)
     return float((votes.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
 
 

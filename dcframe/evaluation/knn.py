@@ -21,6 +21,7 @@ from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import KnnOptions
 from dcframe.evaluation.runtime import Runtime
 from dcframe.evaluation.store import FeatureCache
+from dcframe.metrics import weighted_votes
 from dcframe.transforms import clustering_transform
 
 #: Queries scored at once, bounding the (queries x training rows) similarity matrix.
@@ -97,10 +98,8 @@ def chunked_knn_votes(
         start += len(memory)
     if start != len(train_labels):
         raise ValueError(f"{start} training rows for {len(train_labels)} labels")
-    weights = (best / temperature).exp()
     labels = train_labels.to(device)[best_index]
-    votes = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=device)
-    return votes.scatter_add_(1, labels, weights).cpu()
+    return weighted_votes(best, labels, num_classes, temperature).cpu()
 
 
 def evaluate_knn(

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
+from dcframe.components.datasets._arrays import ImageArrays
 from dcframe.components.datasets._files import check_path
 from dcframe.errors import UserError
-from dcframe.interfaces import Dataset
 from dcframe.params import Params
 
 _ALLOWED_GLOBALS = {
@@ -68,7 +67,7 @@ class CifarParams(Params):
     )
 
 
-class _Cifar(Dataset):
+class _Cifar(ImageArrays):
     """Shared reading of the CIFAR python batches; subclasses name the files and keys."""
 
     Params = CifarParams
@@ -113,20 +112,6 @@ class _Cifar(Dataset):
             if isinstance(names, list) and len(names) >= count:
                 return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         return [str(c) for c in range(count)]
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def image(self, index: int) -> Image.Image:
-        return Image.fromarray(self._pixels[index], mode="RGB")
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return self._class_names
 
 
 class Cifar10(_Cifar):
@@ -190,7 +175,7 @@ class MnistParams(Params):
     )
 
 
-class Mnist(Dataset):
+class Mnist(ImageArrays):
     """MNIST handwritten digits from the idx files (28x28 grayscale, 10 classes)."""
 
     Params = MnistParams
@@ -206,6 +191,7 @@ class Mnist(Dataset):
         self._labels = _read_idx(self._find(root, f"{prefix}-labels-idx1-ubyte"), 1).astype(
             np.int64
         )
+        self._class_names = list(self.names)
         if len(self._pixels) != len(self._labels):
             raise UserError(
                 f"data.root: {len(self._pixels)} images but {len(self._labels)} labels in "
@@ -221,20 +207,6 @@ class Mnist(Dataset):
             f"data.root: no {name} (or {name}.gz) in {str(root)!r}; point data.root at the "
             "folder holding the four idx files"
         )
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def image(self, index: int) -> Image.Image:
-        return Image.fromarray(self._pixels[index], mode="L").convert("RGB")
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.names)
 
 
 class FashionMnist(Mnist):

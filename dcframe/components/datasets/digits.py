@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
+from dcframe.components.datasets._arrays import ImageArrays
 from dcframe.components.params import SklearnDigitsParams
-from dcframe.interfaces import Dataset
 
 
-class SklearnDigits(Dataset):
+class SklearnDigits(ImageArrays):
     """scikit-learn's embedded 8x8 handwritten digits (1,797 labelled images, no download)."""
 
     Params = SklearnDigitsParams
@@ -25,17 +24,4 @@ class SklearnDigits(Dataset):
         # Pixel values are 0..16; stretch them to the 0..255 range of ordinary images.
         self._pixels = np.round(digits.images[keep] * (255.0 / 16.0)).astype(np.uint8)
         self._labels = digits.target[keep].astype(np.int64)
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def image(self, index: int) -> Image.Image:
-        return Image.fromarray(self._pixels[index], mode="L").convert("RGB")
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return [str(d) for d in range(10)]
+        self._class_names = [str(d) for d in range(10)]

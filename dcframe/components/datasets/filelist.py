@@ -6,14 +6,11 @@ import csv
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from PIL import Image
 from pydantic import Field
 
 from dcframe.components.datasets._files import check_path, class_ids
+from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.errors import UserError
-from dcframe.images import open_rgb
-from dcframe.interfaces import Dataset
 from dcframe.params import Params
 
 
@@ -103,7 +100,7 @@ def _table(
     return names, labels if params.label_column else None
 
 
-class FileList(Dataset):
+class FileList(ImageFiles):
     """Images listed in a text file (one path a line) or a CSV/TSV file with a header.
 
     Paths are relative to the list file's folder, so a list travels with its images. The
@@ -150,28 +147,5 @@ class FileList(Dataset):
                 "every image, or clear data.label_column"
             )
         folder = path.parent
-        self.paths = [str(folder / name) for name in names]
-        self._labels: np.ndarray | None = None
-        self._class_names: list[str] | None = None
-        if labels is not None:
-            self._labels, self._class_names = class_ids(labels)
-        self._min_side: int | None = None
-
-    def decode_at_least(self, side: int) -> None:
-        if self.params.reduced_decoding:
-            self._min_side = side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
-        return open_rgb(self.paths[index], self._min_side)
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self._class_names
+        ids, class_names = class_ids(labels) if labels is not None else (None, None)
+        self._hold([str(folder / name) for name in names], ids, class_names)

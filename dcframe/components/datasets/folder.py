@@ -6,13 +6,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from dcframe.components.datasets._files import IMAGE_EXTENSIONS, check_path, os_problem
+from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.components.params import ImageFolderParams
 from dcframe.errors import UserError
-from dcframe.images import open_rgb
-from dcframe.interfaces import Dataset
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
@@ -70,7 +68,7 @@ def _scan(root: Path) -> tuple[list[str], list[int], list[str] | None]:
     return paths, labels, [e.name for e in class_dirs]
 
 
-class ImageFolder(Dataset):
+class ImageFolder(ImageFiles):
     """Images from a folder of class sub-folders, or from a flat folder of images.
 
     Sub-folder names become class labels (sorted, as torchvision does); they are only used
@@ -90,7 +88,7 @@ class ImageFolder(Dataset):
         root = Path(params.root).expanduser()
         check_path(root, "data.root", "folder", "/path/to/imagenet/train")
         try:
-            paths, labels, self._class_names = _scan(root)
+            paths, labels, class_names = _scan(root)
         except OSError as error:  # a looping link or an unreadable class folder
             raise UserError(os_problem(str(error.filename or root), error)) from error
         if not paths:
@@ -98,25 +96,5 @@ class ImageFolder(Dataset):
                 f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} "
                 "or its class sub-folders"
             )
-        self.paths = paths
-        self._labels = None if self._class_names is None else np.asarray(labels, np.int64)
-        self._min_side: int | None = None
-
-    def decode_at_least(self, side: int) -> None:
-        if self.params.reduced_decoding:
-            self._min_side = side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
-        return open_rgb(self.paths[index], self._min_side)
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self._class_names
+        ids = None if class_names is None else np.asarray(labels, np.int64)
+        self._hold(paths, ids, class_names)

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
+from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.errors import BadImageError, UserError
 from dcframe.images import open_rgb
-from dcframe.interfaces import Dataset
 from dcframe.params import Params
 
 INSTALL_HINT = "pip install 'dcframe[webdataset]'"
@@ -104,7 +104,7 @@ def _label(raw: IO[bytes], shard: str, member: tarfile.TarInfo | None) -> int | 
     return int(text)
 
 
-class WebDataset(Dataset):
+class WebDataset(ImageFiles):
     """Images in tar shards laid out as WebDataset writes them, for collections too big for
     a folder tree.
 
@@ -135,7 +135,7 @@ class WebDataset(Dataset):
         self.shards = _shard_files(params.shards)
         wanted = [ext.lower().lstrip(".") for ext in params.image_extensions]
         self._index: list[tuple[int, int, int]] = []  # (shard, offset, size) of each image
-        self.paths: list[str] = []
+        self.paths = []
         labels: list[int | None] = []
         for shard_id, shard in enumerate(self.shards):
             samples: dict[str, dict[str, tarfile.TarInfo]] = {}
@@ -153,7 +153,6 @@ class WebDataset(Dataset):
         self._labels, self._class_names = self._labelling(labels)
         self._open: dict[int, IO[bytes]] = {}
         self._pid = os.getpid()
-        self._min_side: int | None = None
 
     def _index_samples(
         self,
@@ -197,13 +196,6 @@ class WebDataset(Dataset):
         state["_open"] = {}  # open files stay with the process that opened them
         return state
 
-    def decode_at_least(self, side: int) -> None:
-        if self.params.reduced_decoding:
-            self._min_side = side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def _shard(self, shard_id: int) -> IO[bytes]:
         if self._pid != os.getpid():  # a forked worker: its parent's handles are not its own
             self._open, self._pid = {}, os.getpid()
@@ -221,11 +213,3 @@ class WebDataset(Dataset):
         except OSError as error:  # the shard moved or went away since it was indexed
             raise BadImageError(name, str(error.strerror or error)) from error
         return open_rgb(io.BytesIO(data), self._min_side, name=name)
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self._class_names
