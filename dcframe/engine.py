@@ -300,7 +300,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     logbook = Logbook(parts.loggers if world.is_main else [], names, reporter)
     finished = False
     try:
-        with stop.listening(), world.on_main(rundir.open()):
+        with stop.listening(), world.on_main(rundir.open()), contextlib.ExitStack() as ending:
             state = world.run_on_main(lambda: rundir.start(resolved, resume))
             trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
             recorder = Recorder(
@@ -318,7 +318,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 trainer,
                 reporter,
                 bad_images,
-                trainer.loader_for(parts.dataset),
+                ending.enter_context(contextlib.closing(trainer.loader_for(parts.dataset))),
                 recorder,
                 _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
                 KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),

@@ -113,6 +113,15 @@ class RunLoader:
             generator=torch.Generator().manual_seed(0),
         )
 
+    def close(self) -> None:
+        """Stop the workers now rather than at garbage collection: forked from the run, they
+        hold its open files, the run lock among them, and an exception's traceback can keep
+        the loader alive long after the run has failed."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # what DataLoader's own finaliser calls
+        self._loader._iterator = None
+
     def load(self, batches: Sequence[Sequence[Item]]) -> DataLoader[Any]:
         """The loader, set to yield ``batches``; iterate it once before the next call."""
         self._plan.batches = [list(batch) for batch in batches]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import tomllib
 from collections.abc import Iterator
@@ -142,7 +143,9 @@ class RunDirectory:
         try:
             for folder in ("assignments", "distances"):
                 (self.path / folder).mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            # One probe per process: two runs racing for one folder must each get to the
+            # lock (and its clear message), not trip over the other's probe.
+            probe = self.path / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:

@@ -85,6 +85,17 @@ def test_finding_2_a_held_lock_refuses_a_second_run_naming_the_holder(tiny_recip
     assert code == 0, err
 
 
+def test_finding_2_a_failed_run_releases_its_lock_at_once(tiny_recipe: Path) -> None:
+    # The loader's forked workers inherit the lock's file; a failed run must stop them, or
+    # a retry from the same Python session is refused as "in use by another dcframe run".
+    # The error is kept, as a notebook keeps the last one (its traceback holds the loader).
+    failing = ("run.workers=2", "optimizer.lr=1e6")
+    with pytest.raises(UserError, match="the loss is nan") as failure:
+        run(tiny_recipe, *failing)
+    with locked(tiny_recipe.parent / "runs" / "tiny"):
+        assert failure.traceback
+
+
 @pytest.mark.slow
 def test_finding_2_two_simultaneous_runs_exactly_one_proceeds(tiny_recipe: Path) -> None:
     command = [sys.executable, "-m", "dcframe", "run", str(tiny_recipe), "--quiet"]
