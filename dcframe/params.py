@@ -5,7 +5,17 @@ Nothing here imports torch: a recipe is validated with these models alone.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Default input side of the paper's networks, and of the small-input variants.
+FULL_INPUT_SIZE = 224
+SMALL_INPUT_SIZE = 32
+#: Bounds of ``input_size`` (the timm plugin's too): at 16 px the paper's ResNet-50 still
+#: ends on 1x1 maps; 1024 px is 21 times the pixels of a 224 px image.
+MIN_INPUT_SIZE = 16
+MAX_INPUT_SIZE = 1024
 
 
 class Params(BaseModel):
@@ -26,15 +36,37 @@ class NoParams(Params):
 
 
 class BackboneParams(Params):
-    """Parameters every backbone accepts."""
+    """Parameters every backbone accepts.
+
+    ``input_size`` follows one rule: a value given explicitly is used as is; left out, it is
+    32 when ``small_input`` is true and 224 otherwise. The rule is applied while the
+    parameters are validated, so a run's resolved recipe records the size actually used.
+    """
 
     sobel: bool = Field(
         True, description="Feed the net fixed Sobel gradients of a grayscale image (paper: on)."
     )
     small_input: bool = Field(
         False,
-        description="Small-image variant (32x32 input, e.g. CIFAR, digits) instead of 224x224.",
+        description="Small-image layout (e.g. CIFAR, digits: each backbone's entry says what "
+        "changes); also makes input_size default to 32 instead of 224.",
     )
+    input_size: int = Field(
+        FULL_INPUT_SIZE,
+        ge=MIN_INPUT_SIZE,
+        le=MAX_INPUT_SIZE,
+        description="Side of the square images the network takes (the data are resized to it); "
+        "left out: 32 with small_input, else 224.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _small_input_size(cls, data: Any) -> Any:
+        # Before validation, because only the raw input tells a left-out input_size from an
+        # explicit 224; afterwards both look the same.
+        if isinstance(data, dict) and "input_size" not in data and data.get("small_input") is True:
+            return {**data, "input_size": SMALL_INPUT_SIZE}
+        return data
 
 
 class ClustererParams(Params):

@@ -7,13 +7,87 @@ Each component's module re-exports its model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from dcframe.params import BackboneParams, ClustererParams, Params
+from dcframe.params import (
+    MAX_INPUT_SIZE,
+    MIN_INPUT_SIZE,
+    SMALL_INPUT_SIZE,
+    BackboneParams,
+    ClustererParams,
+    Params,
+)
 
 # --------------------------------------------------------------------------- backbones
+
+#: (kernel, stride, padding) of a square conv or max-pool: all the side of its output
+#: depends on. The backbones build their layers from these, and the validators below check
+#: an ``input_size`` with the same numbers, without torch.
+Window = tuple[int, int, int]
+
+#: VGG configuration D: conv output channels in order, "M" a 2x2 stride-2 max-pool.
+VGG16_LAYOUT: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, "M",
+    512, 512, 512, "M",
+    512, 512, 512, "M",
+)  # fmt: skip
+VGG_CONV: Window = (3, 1, 1)
+VGG_POOL: Window = (2, 2, 0)
+
+
+def side_after(side: int, windows: Iterable[Window]) -> int:
+    """Side of the maps that ``windows``, in order, leave of a ``side`` px input (below 1:
+    nothing is left)."""
+    for kernel, stride, padding in windows:
+        side = (side + 2 * padding - kernel) // stride + 1
+        if side < 1:
+            break
+    return side
+
+
+def smallest_input_size(windows_for: Callable[[int], Sequence[Window]]) -> int:
+    """The smallest allowed ``input_size`` that ``windows_for(input_size)`` leaves at least
+    one pixel of (one more than the largest allowed size when none is)."""
+    sizes = range(MIN_INPUT_SIZE, MAX_INPUT_SIZE + 1)
+    return next((s for s in sizes if side_after(s, windows_for(s)) >= 1), MAX_INPUT_SIZE + 1)
+
+
+def small_stem(input_size: int, kernel_at_32: int) -> Window:
+    """The first conv of a small-input layout, for ``input_size`` px images.
+
+    Its stride is ``input_size // 32`` (at least 1), so the maps after it keep about 32 px
+    whatever the input (``ceil(input_size / stride)``: 32 at multiples of 32, up to 63 in
+    between, the input side itself below 32). Its kernel grows by 2 per stride step from
+    ``kernel_at_32`` (odd), so that it always spans more than its stride (a 5x5 kernel at
+    stride 7 would never see 2 rows and columns in 7), with the padding that keeps it
+    centred.
+    """
+    stride = max(1, input_size // SMALL_INPUT_SIZE)
+    kernel = kernel_at_32 + 2 * (stride - 1)
+    return kernel, stride, kernel // 2
+
+
+def alexnet_windows(small_input: bool, input_size: int) -> tuple[Window, ...]:
+    """AlexNet's conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5, in forward order.
+
+    The paper's layout: conv1 11x11 stride 4 pad 2, unpadded 3x3 stride-2 max-pools. The
+    small-input one: conv1 from :func:`small_stem` (5x5 stride 1 pad 2 up to 63 px) and
+    max-pools with padding 1, which halve any side (rounding up).
+    """
+    conv1 = small_stem(input_size, kernel_at_32=5) if small_input else (11, 4, 2)
+    pool = (3, 2, 1 if small_input else 0)
+    return conv1, pool, (5, 1, 2), pool, (3, 1, 1), (3, 1, 1), (3, 1, 1), pool
+
+
+def vgg16_windows() -> tuple[Window, ...]:
+    """VGG16's 13 convs (3x3 pad 1) and 5 max-pools (2x2 stride 2), in forward order; the
+    same at every input size, with or without small_input."""
+    return tuple(VGG_POOL if entry == "M" else VGG_CONV for entry in VGG16_LAYOUT)
 
 
 class ConvNetParams(BackboneParams):
@@ -43,12 +117,48 @@ class ConvNetParams(BackboneParams):
     )
 
 
+#: Smallest input side of each layout, by the shape arithmetic of its windows: 63 px for
+#: AlexNet's paper layout, 32 px for VGG16; every allowed size fits AlexNet's small-input
+#: layout and ResNet-50 (whose convs and pools are all padded).
+ALEXNET_MIN_INPUT_SIZE = smallest_input_size(lambda size: alexnet_windows(False, size))
+VGG16_MIN_INPUT_SIZE = smallest_input_size(lambda _: vgg16_windows())
+
+
 class AlexNetParams(ConvNetParams):
-    """AlexNet's parameters: Sobel input, small-input variant, conv width and fc width."""
+    """AlexNet's parameters: Sobel input, small-input layout, input size, conv and fc widths."""
+
+    def windows(self) -> tuple[Window, ...]:
+        """The conv and max-pool windows of this AlexNet (see :func:`alexnet_windows`)."""
+        return alexnet_windows(self.small_input, self.input_size)
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size_fits_the_layout(cls, input_size: int, info: ValidationInfo) -> int:
+        # The small-input layout takes every allowed size; an invalid small_input (absent
+        # from info.data) is reported on its own.
+        if info.data.get("small_input") is False and input_size < ALEXNET_MIN_INPUT_SIZE:
+            raise ValueError(
+                f"{input_size} px is too small for AlexNet's paper layout: conv1 (11x11 "
+                f"stride 4) and three unpadded 3x3 stride-2 max-pools leave no pixel below "
+                f"{ALEXNET_MIN_INPUT_SIZE} px; use small_input = true or input_size >= "
+                f"{ALEXNET_MIN_INPUT_SIZE}"
+            )
+        return input_size
 
 
 class VGG16Params(ConvNetParams):
-    """VGG16's parameters: Sobel input, small-input variant, conv width and fc width."""
+    """VGG16's parameters: Sobel input, small-input layout, input size, conv and fc widths."""
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size_fits_the_layout(cls, input_size: int) -> int:
+        if input_size < VGG16_MIN_INPUT_SIZE:
+            raise ValueError(
+                f"{input_size} px is too small for VGG16: its five 2x2 stride-2 max-pools "
+                f"need at least {VGG16_MIN_INPUT_SIZE} px, with or without small_input; use "
+                f"input_size >= {VGG16_MIN_INPUT_SIZE}"
+            )
+        return input_size
 
 
 # ----------------------------------------------------------------------- preprocessors

@@ -16,14 +16,6 @@ from dcframe.components.params import ConvNetParams
 from dcframe.errors import UserError
 from dcframe.interfaces import Backbone, BackboneParams
 
-FULL_INPUT_SIZE = 224
-SMALL_INPUT_SIZE = 32
-
-
-def input_size(params: BackboneParams) -> int:
-    """Side of the square input images the backbone expects."""
-    return SMALL_INPUT_SIZE if params.small_input else FULL_INPUT_SIZE
-
 
 def input_layer(params: BackboneParams) -> nn.Module:
     """The frozen Sobel layer, or an identity (which has no state-dict keys) without Sobel."""
@@ -140,7 +132,7 @@ class ConvFcBackbone(Backbone):
 
     def __init__(self, params: ConvNetParams) -> None:
         super().__init__(params)
-        self.input_size = input_size(params)
+        self.input_size = params.input_size
         self.feature_dim = params.fc_dim
         self.sobel = input_layer(params)
         self.features = self._make_features(input_channels(params))

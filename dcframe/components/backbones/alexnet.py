@@ -32,10 +32,28 @@ class AlexNet(ConvFcBackbone):
 
     ``width`` multiplies every conv's channel count (rounded, at least 1).
 
-    Small-input variant (``small_input=True``, 32x32 input): conv1 becomes 5x5 stride 1 pad 2
-    and each of the three 3x3 stride-2 max-pools gets padding 1; everything else is unchanged.
-    Spatial sizes: 32 -> 32 -> 16 -> 16 -> 8 -> 8 -> 8 -> 8 -> 4, so fc6 sees 256*4*4 = 4096
-    inputs at width 1, and the taps are conv1 96x32x32, conv2 256x16x16, conv3-conv5 x8x8.
+    Any ``input_size`` (16 to 1024 px; left out, 224, or 32 with ``small_input``): the
+    layers above are the paper's at every size, and fc6's input width follows the size of
+    the last max-pool's output; below 63 px that output would be empty, so such sizes are
+    refused (use the small-input layout).
+
+    Small-input layout (``small_input=True``): the three max-pools get padding 1, so they
+    halve any side (rounding up), and conv1 becomes a stem whose stride grows with the input
+    so that its maps keep about 32 px: stride ``s = input_size // 32`` (at least 1), kernel
+    ``(2s+3)x(2s+3)``, padding ``s+1`` (5x5 stride 1 pad 2 up to 63 px; 11x11 stride 4 pad 5
+    at 128). The kernel grows with the stride so that it never skips pixels. conv1's maps are
+    ``ceil(input_size / s)`` px: 32 at every multiple of 32, up to 63 in between. Everything
+    else is unchanged.
+
+    Spatial sizes (conv1, conv2, conv3-conv5 taps; fc6 inputs at ``width`` 1):
+
+    | input | paper layout | small-input layout |
+    |---|---|---|
+    | 32 | refused | 32, 16, 8; 256x4x4 = 4096 |
+    | 64 | 15, 7, 3; 256x1x1 = 256 | conv1 7x7 stride 2: 32, 16, 8; 4096 |
+    | 96 | 23, 11, 5; 256x2x2 = 1024 | conv1 9x9 stride 3: 32, 16, 8; 4096 |
+    | 128 | 31, 15, 7; 256x3x3 = 2304 | conv1 11x11 stride 4: 32, 16, 8; 4096 |
+    | 224 | 55, 27, 13; 256x6x6 = 9216 | conv1 17x17 stride 7: 32, 16, 8; 4096 |
 
     Init (paper): conv weights N(0, sqrt(2 / (kh*kw*out_channels))), conv bias 0, BatchNorm
     weight 1 and bias 0, linear weights N(0, 0.01) and bias 0; the Sobel filters stay fixed.
@@ -43,23 +61,23 @@ class AlexNet(ConvFcBackbone):
     """
 
     Params: ClassVar[type[BackboneParams]] = AlexNetParams
+    params: AlexNetParams
     tap_names: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
     def _make_features(self, in_channels: int) -> nn.Sequential:
-        small = self.params.small_input
         c1, c2, c3, c4, c5 = (scaled(c, self.params.width) for c in (96, 256, 384, 384, 256))
-        conv1_kernel, conv1_stride = (5, 1) if small else (11, 4)
-        # Padded pools halve 32 -> 16 -> 8 -> 4 exactly; unpadded ones give the paper's 6x6.
-        pool_padding = 1 if small else 0
+        # One (kernel, stride, padding) per conv and pool, the numbers input_size is checked
+        # with; the small-input ones keep 32 -> 16 -> 8 -> 4 px maps at multiples of 32.
+        conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5 = self.params.windows()
         return nn.Sequential(
-            *conv_bn_relu(in_channels, c1, conv1_kernel, conv1_stride, padding=2),
-            nn.MaxPool2d(3, stride=2, padding=pool_padding),
-            *conv_bn_relu(c1, c2, 5, padding=2),
-            nn.MaxPool2d(3, stride=2, padding=pool_padding),
-            *conv_bn_relu(c2, c3, 3, padding=1),
-            *conv_bn_relu(c3, c4, 3, padding=1),
-            *conv_bn_relu(c4, c5, 3, padding=1),
-            nn.MaxPool2d(3, stride=2, padding=pool_padding),
+            *conv_bn_relu(in_channels, c1, *conv1),
+            nn.MaxPool2d(*pool1),
+            *conv_bn_relu(c1, c2, *conv2),
+            nn.MaxPool2d(*pool2),
+            *conv_bn_relu(c2, c3, *conv3),
+            *conv_bn_relu(c3, c4, *conv4),
+            *conv_bn_relu(c4, c5, *conv5),
+            nn.MaxPool2d(*pool5),
         )
 
     def _make_classifier(self, flat_dim: int, fc_dim: int) -> nn.Sequential:

@@ -10,9 +10,9 @@ from torch import nn
 from dcframe.components.backbones._common import (
     input_channels,
     input_layer,
-    input_size,
     run_taps,
 )
+from dcframe.components.params import small_stem
 from dcframe.interfaces import Backbone, BackboneParams
 
 #: The trunk's modules in forward order; they keep torchvision's names (and state-dict keys).
@@ -32,10 +32,26 @@ class ResNet50(Backbone):
 
     * ``sobel=True``: a frozen ``sobel`` module (grayscale + Sobel filters) comes first and
       the stem conv takes its 2 channels instead of RGB.
-    * Small-input variant (``small_input=True``, 32x32 input, CIFAR style): the stem conv is
-      3x3 stride 1 pad 1 (instead of 7x7 stride 2 pad 3) and the stem max-pool is removed
-      (``maxpool`` is an identity). Spatial sizes: 32 at conv1 and layer1, 16 at layer2,
-      8 at layer3, 4 at layer4 (7x7 at layer4 for 224 input).
+    * Small-input layout (``small_input=True``, CIFAR style): the stem max-pool is removed
+      (``maxpool`` is an identity) and the stem conv's stride grows with the input so that
+      its maps keep about 32 px: stride ``s = input_size // 32`` (at least 1), kernel
+      ``(2s+1)x(2s+1)``, padding ``s`` (3x3 stride 1 pad 1 up to 63 px, instead of
+      torchvision's 7x7 stride 2 pad 3). The kernel grows with the stride so that it never
+      skips pixels. Its maps are ``ceil(input_size / s)`` px: 32 at every multiple of 32,
+      up to 63 in between.
+
+    Any ``input_size`` (16 to 1024 px; left out, 224, or 32 with ``small_input``): every
+    conv and pool is padded and :meth:`embed` averages ``layer4`` over whatever extent it
+    has, so both layouts take every size and ``feature_dim`` stays 2048. Spatial sizes of
+    the taps (conv1, layer1, layer2, layer3, layer4):
+
+    | input | torchvision layout | small-input layout |
+    |---|---|---|
+    | 32 | 16, 8, 4, 2, 1 | 32, 32, 16, 8, 4 |
+    | 64 | 32, 16, 8, 4, 2 | conv1 5x5 stride 2: 32, 32, 16, 8, 4 |
+    | 96 | 48, 24, 12, 6, 3 | conv1 7x7 stride 3: 32, 32, 16, 8, 4 |
+    | 128 | 64, 32, 16, 8, 4 | conv1 9x9 stride 4: 32, 32, 16, 8, 4 |
+    | 224 | 112, 56, 28, 14, 7 | conv1 15x15 stride 7: 32, 32, 16, 8, 4 |
 
     Init: torchvision's own (convs Kaiming normal, fan-out, i.e. N(0, sqrt(2 / (kh*kw*out))),
     the same as the paper's conv init; BatchNorm weight 1, bias 0); a replaced stem conv gets
@@ -57,14 +73,16 @@ class ResNet50(Backbone):
 
     def __init__(self, params: BackboneParams) -> None:
         super().__init__(params)
-        self.input_size = input_size(params)
+        self.input_size = params.input_size
         from torchvision.models import resnet50  # slow import: only when a ResNet is built
 
         net = resnet50(weights=None)
         self.feature_dim = net.fc.in_features
         self.sobel = input_layer(params)
         if params.sobel or params.small_input:
-            kernel, stride, padding = (3, 1, 1) if params.small_input else (7, 2, 3)
+            kernel, stride, padding = (
+                small_stem(params.input_size, kernel_at_32=3) if params.small_input else (7, 2, 3)
+            )
             net.conv1 = nn.Conv2d(
                 input_channels(params), 64, kernel, stride=stride, padding=padding, bias=False
             )

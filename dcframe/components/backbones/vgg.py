@@ -11,17 +11,8 @@ from dcframe.components.backbones._common import (
     conv_bn_relu,
     scaled,
 )
-from dcframe.components.params import VGG16Params
+from dcframe.components.params import VGG16_LAYOUT, VGG_CONV, VGG_POOL, VGG16Params
 from dcframe.interfaces import BackboneParams
-
-#: Conv output channels in order, "M" = 2x2 stride-2 max-pool (VGG configuration D).
-_LAYOUT: tuple[int | str, ...] = (
-    64, 64, "M",
-    128, 128, "M",
-    256, 256, 256, "M",
-    512, 512, 512, "M",
-    512, 512, 512, "M",
-)  # fmt: skip
 
 
 class VGG16(ConvFcBackbone):
@@ -39,9 +30,22 @@ class VGG16(ConvFcBackbone):
 
     ``width`` multiplies every conv's channel count (rounded, at least 1).
 
-    Small-input variant (``small_input=True``, 32x32 input): the layers are unchanged; the
-    five max-pools take 32 -> 16 -> 8 -> 4 -> 2 -> 1, so fc6 sees 512*1*1 = 512 inputs at
-    width 1 (the usual CIFAR VGG).
+    Any ``input_size`` (16 to 1024 px; left out, 224, or 32 with ``small_input``): the
+    layers are the same at every size and the five max-pools halve it (rounding down), so
+    fc6's input width is 512 x (``input_size`` // 32)^2; below 32 px nothing would be left,
+    so such sizes are refused. ``small_input`` changes no layer (it only makes the size
+    default to 32: the usual CIFAR VGG, fc6 taking 512 inputs).
+
+    Spatial sizes (conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 taps; fc6 inputs at ``width``
+    1):
+
+    | input | taps | fc6 inputs |
+    |---|---|---|
+    | 32 | 32, 16, 8, 4, 2 | 512x1x1 = 512 |
+    | 64 | 64, 32, 16, 8, 4 | 512x2x2 = 2048 |
+    | 96 | 96, 48, 24, 12, 6 | 512x3x3 = 4608 |
+    | 128 | 128, 64, 32, 16, 8 | 512x4x4 = 8192 |
+    | 224 | 224, 112, 56, 28, 14 | 512x7x7 = 25088 |
 
     Init: as AlexNet (conv N(0, sqrt(2 / (kh*kw*out_channels))), BatchNorm 1/0, linear
     N(0, 0.01), biases 0). Taps ``conv1_1`` ... ``conv5_3`` (block_index, 13 in all) are the
@@ -59,12 +63,12 @@ class VGG16(ConvFcBackbone):
 
     def _make_features(self, in_channels: int) -> nn.Sequential:
         layers: list[nn.Module] = []
-        for entry in _LAYOUT:
+        for entry in VGG16_LAYOUT:
             if entry == "M":
-                layers.append(nn.MaxPool2d(2, stride=2))
+                layers.append(nn.MaxPool2d(*VGG_POOL))
             else:
                 out_channels = scaled(int(entry), self.params.width)
-                layers += conv_bn_relu(in_channels, out_channels, 3, padding=1)
+                layers += conv_bn_relu(in_channels, out_channels, *VGG_CONV)
                 in_channels = out_channels
         return nn.Sequential(*layers)
 
