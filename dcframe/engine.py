@@ -41,6 +41,8 @@ from dcframe.metrics import cluster_size_stats, nmi
 from dcframe.progress import Reporter
 from dcframe.recipe import dumps
 from dcframe.rundir import RunDirectory, versions
+from dcframe.schedule import LearningRate
+from dcframe.top_init import HeadInputs
 from dcframe.training import PassProgress, StopRequest, Trainer
 from dcframe.transforms import PixelsOfClusteringView
 from dcframe.view_cache import GIB, ClusteringViewCache
@@ -86,6 +88,9 @@ class RunContext:
         knn: The per-epoch kNN learning signal's settings (``run.knn_k``, ``run.knn_queries``).
         logbook: The run's loggers (None: nothing logged, e.g. outside a run).
         steps_per_epoch: Training steps of an epoch (the loggers' step axis).
+        learning_rate: The rate of every training step (None: ``optimizer.lr`` throughout).
+        head_inputs: Where the extraction keeps the clustering features for the top layer's
+            init from the clusters (``optimizer.top_init = "centroids"``), else None.
     """
 
     seed: int
@@ -99,6 +104,8 @@ class RunContext:
     knn: KnnSignal = dataclasses.field(default_factory=lambda: KnnSignal(0, 0, "cpu"))
     logbook: Logbook | None = None
     steps_per_epoch: int = 0
+    learning_rate: LearningRate | None = None
+    head_inputs: HeadInputs | None = None
 
 
 def cluster_images(
@@ -170,7 +177,10 @@ def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
         "bad_images": run.bad_images,
         "world": world,
         "view_cache": run.view_cache,
+        "sink": None if run.head_inputs is None else run.head_inputs.add,
     }
+    if run.head_inputs is not None:
+        run.head_inputs.clear()
     inputs = (parts.backbone, run.loader, parts.preprocessors)
     features: GatheredFeatures | ShardedFeatures
     if parts.clusterer.distributed and world.distributed:
@@ -207,7 +217,9 @@ def run_epoch(
         )
         indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
         crops = epoch_rng(run.seed, epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
-        top_optimizer = trainer.new_top_layer(parts.clusterer.k)  # 8: new top layer, new SGD
+        k = parts.clusterer.k
+        start = None if resume is not None else _top_layer_start(run, assignment, k)
+        top_optimizer = trainer.new_top_layer(k, start)  # 8: new top layer, new SGD
         progress = PassProgress()
         if resume is not None:
             resume.continue_pass(trainer, top_optimizer)
@@ -224,12 +236,35 @@ def run_epoch(
             progress,
             save,
             _step_logger(run, epoch),
+            _step_rate(run, epoch),
         )
     metrics["train_samples"] = len(indices)
     metrics["skipped_images"] = len(bad_images.skipped)
     seconds["total"] = round(sum(v for key, v in seconds.items() if key != "total"), 3)
     metrics["seconds"] = seconds
     return assignment, metrics
+
+
+def _top_layer_start(
+    run: RunContext, assignment: np.ndarray, k: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The new top layer's (weight, bias) from the clusters, or None for the paper's init."""
+    if run.head_inputs is None:
+        return None
+    backbone = run.parts.backbone
+    start = run.head_inputs.top_layer(
+        assignment, k, backbone.feature_dim, backbone.head_activation, run.trainer.world
+    )
+    run.head_inputs.clear()  # its memory is not needed again before the next extraction
+    return start
+
+
+def _step_rate(run: RunContext, epoch: int) -> Callable[[int], float] | None:
+    """The learning rate at each step of this epoch's pass (None: constant ``lr``)."""
+    rate = run.learning_rate
+    if rate is None or rate.is_constant:
+        return None
+    return lambda step: rate.at(epoch * run.steps_per_epoch + step)
 
 
 def _step_logger(run: RunContext, epoch: int) -> Callable[[int, dict[str, float]], None]:
@@ -303,6 +338,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
         with stop.listening(), world.on_main(rundir.open()), contextlib.ExitStack() as ending:
             state = world.run_on_main(lambda: rundir.start(resolved, resume))
             trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
+            steps_per_epoch = _steps_per_epoch(parts, recipe.optimizer.batch_size)
             recorder = Recorder(
                 rundir,
                 world,
@@ -323,7 +359,9 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
                 _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
                 KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),
                 logbook,
-                _steps_per_epoch(parts, recipe.optimizer.batch_size),
+                steps_per_epoch,
+                LearningRate.from_recipe(recipe.optimizer, run_cfg.epochs, steps_per_epoch),
+                HeadInputs() if recipe.optimizer.top_init == "centroids" else None,
             )
             previous: np.ndarray | None = None
             start_epoch, interrupted = 0, None

@@ -29,6 +29,9 @@ from dcframe.progress import Reporter
 from dcframe.transforms import normalise_pixels
 from dcframe.view_cache import ClusteringViewCache
 
+# Receives (dataset indices, raw float32 features) of every batch embedded.
+Sink = Callable[[np.ndarray, np.ndarray], None]
+
 
 class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     """Images ``indices`` of a dcframe dataset, transformed, each paired with a target.
@@ -89,12 +92,14 @@ def embed_batches(
     description: str,
     bad_images: BadImagePolicy | None = None,
     view_cache: ClusteringViewCache | None = None,
+    sink: Sink | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Clustering features (eval mode, no top layer) of ``indices``, batch by batch.
 
     Yields (dataset indices, float32 features) pairs of the readable images; unreadable
     ones go to ``bad_images`` (default: fail at the first). With ``view_cache``, images
-    already cached are read from it and the others are decoded and stored in it.
+    already cached are read from it and the others are decoded and stored in it. ``sink``
+    also gets every pair, before any preprocessing.
     """
     backbone.eval()
     policy = bad_images or BadImagePolicy()
@@ -107,7 +112,10 @@ def embed_batches(
     for index, images in reporter.track(batches, -(-len(indices) // batch_size), description):
         with autocast():
             features = backbone.embed(to_device(images, device))
-        yield index, features.float().cpu().numpy()
+        rows = features.float().cpu().numpy()
+        if sink is not None:
+            sink(index, rows)
+        yield index, rows
 
 
 def _decoded_views(
@@ -169,6 +177,7 @@ def extract_features(
     bad_images: BadImagePolicy | None = None,
     world: World | None = None,
     view_cache: ClusteringViewCache | None = None,
+    sink: Sink | None = None,
 ) -> np.ndarray | None:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
@@ -179,10 +188,11 @@ def extract_features(
     In a distributed run (``world``) every process embeds its share of the sample and of
     the other images; the main process fits the chain, sends the fitted steps to every
     process, and receives every row: it returns the matrix, the other processes None.
+    ``sink`` gets the raw features of the images this process embeds.
     """
     args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
     policy = bad_images or BadImagePolicy()
-    gathered, _ = _extract(*args, reporter, policy, world or World(), True, view_cache)
+    gathered, _ = _extract(*args, reporter, policy, world or World(), True, view_cache, sink)
     return gathered
 
 
@@ -199,11 +209,12 @@ def extract_feature_shards(
     bad_images: BadImagePolicy,
     world: World,
     view_cache: ClusteringViewCache | None = None,
+    sink: Sink | None = None,
 ) -> FeatureShard:
     """As :func:`extract_features`, but every process keeps the rows it embedded (readable
     images only): no process ever holds the N x d matrix."""
     args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
-    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache)
+    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache, sink)
     assert shard is not None
     return shard
 
@@ -221,6 +232,7 @@ def _extract(
     world: World,
     gather: bool,
     view_cache: ClusteringViewCache | None,
+    sink: Sink | None,
 ) -> tuple[np.ndarray | None, FeatureShard | None]:
     n = len(loader.dataset)
     order = policy.readable(sample_rng.permutation(n))
@@ -236,6 +248,7 @@ def _extract(
         reporter=reporter,
         bad_images=policy,
         view_cache=view_cache,
+        sink=sink,
     )
     width = backbone.feature_dim
     fitted = np.empty((len(sample), width), dtype=np.float32) if world.is_main else None

@@ -157,12 +157,42 @@ class AugmentSection(Params):
         0.08, gt=0, le=1, description="Smallest area fraction of RandomResizedCrop (paper: 0.08)."
     )
     horizontal_flip: bool = Field(True, description="Random horizontal flip, p=0.5 (paper: on).")
+    color_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="Strength s of a colour distortion after the crop and flip (0: off, the "
+        "paper's choice; 0.5: SimCLR's CIFAR setting): with p=0.8 brightness, contrast and "
+        "saturation x U[1-0.8s, 1+0.8s] and hue + U[-0.2s, 0.2s], then grayscale with p=0.2. "
+        "Meant for runs without Sobel, whose input has no colour to distort.",
+    )
 
 
 class OptimizerSection(Params):
     """SGD settings shared by the body optimizer and the per-epoch top-layer optimizer."""
 
-    lr: float = Field(0.05, gt=0, description="Learning rate, constant (paper: 0.05).")
+    lr: float = Field(
+        0.05, gt=0, description="Learning rate (paper: 0.05, constant); see schedule."
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="Learning rate over the run, set at every training step of both "
+        "optimizers: 'constant' (paper) or 'cosine', from lr down to 0 at the last step of "
+        "run.epochs, after warmup_epochs of linear warm-up.",
+    )
+    warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="Epochs of linear warm-up from 0 to lr at the start of the run (with "
+        "either schedule; 0: none).",
+    )
+    top_init: Literal["normal", "centroids"] = Field(
+        "normal",
+        description="Init of each epoch's new top layer: 'normal', N(0, 0.01) (paper), or "
+        "'centroids': each cluster's row is the mean of its images' top-layer inputs, "
+        "so the layer starts out predicting the clusters (the idea behind DeepCluster-v2) "
+        "instead of disrupting the trunk at the start of every epoch.",
+    )
     momentum: float = Field(
         0.9, ge=0, lt=1, description="Body momentum (paper: 0.9); the top layer has none."
     )

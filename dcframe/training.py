@@ -160,8 +160,12 @@ class Trainer:
             momentum=opt.momentum,
             weight_decay=opt.weight_decay,
         )
+        augment = recipe.augment
         transform = TrainingView(
-            backbone.input_size, recipe.augment.crop_scale_min, recipe.augment.horizontal_flip
+            backbone.input_size,
+            augment.crop_scale_min,
+            augment.horizontal_flip,
+            augment.color_jitter,
         )
         return cls(
             backbone,
@@ -188,9 +192,16 @@ class Trainer:
         on_gpu = self.devices.network.type == "cuda"
         return RunLoader(dataset, views, self.workers, pin_memory=on_gpu)
 
-    def new_top_layer(self, k: int) -> torch.optim.SGD:
-        """Fresh top layer (N(0, 0.01), bias 0) and its momentum-free SGD, rebuilt every epoch."""
+    def new_top_layer(
+        self, k: int, start: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.optim.SGD:
+        """Fresh top layer and its momentum-free SGD, rebuilt every epoch: the paper's init
+        (N(0, 0.01), bias 0), or ``start`` = (weight, bias)."""
         top = self.backbone.reset_top_layer(k)
+        if start is not None:
+            with torch.no_grad():
+                top.weight.copy_(start[0])
+                top.bias.copy_(start[1])
         return torch.optim.SGD(
             top.parameters(), lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay
         )
@@ -231,6 +242,7 @@ class Trainer:
         progress: PassProgress,
         save: Callable[[PassProgress], None],
         on_check: Callable[[int, dict[str, float]], None] | None = None,
+        rate: Callable[[int], float] | None = None,
     ) -> float:
         """One pass over dataset images ``indices`` (the i-th augmented from ``seeds[i]``) with
         cross-entropy on the pseudo-labels ``targets[image]``; the mean loss.
@@ -239,7 +251,8 @@ class Trainer:
         ``checkpoint_every_steps`` steps and when a stop signal arrives. Whenever the loss
         is read from the device, ``on_check(step, values)`` gets the running ``loss``, the
         ``lr`` and the ``images_per_s`` (this process's rate times the processes); the
-        progress bar shows them too.
+        progress bar shows them too. ``rate(step)``, if given, is the learning rate of
+        both optimizers at each step of the pass (``optimizer.schedule``).
 
         Raises:
             UserError: the loss became NaN or infinite on some process (the run diverged).
@@ -273,6 +286,10 @@ class Trainer:
             images = to_device(images, self.devices.network)
             labels = labels.to(self.devices.network, non_blocking=True)
             global_batch = min(batch, len(indices) - progress.step * batch)
+            if rate is not None:  # optimizer.schedule: both optimizers follow it
+                lr = rate(progress.step)
+                for group in (*self.body_optimizer.param_groups, *top.param_groups):
+                    group["lr"] = lr
             with self.autocast():
                 mean = loss_fn(model(images), labels)
             # DDP averages gradients over processes; weighting each process's mean by its

@@ -62,11 +62,16 @@ class TrainingView:
     ratio = (3 / 4, 4 / 3)
 
     def __init__(
-        self, input_size: int, crop_scale_min: float = 0.08, horizontal_flip: bool = True
+        self,
+        input_size: int,
+        crop_scale_min: float = 0.08,
+        horizontal_flip: bool = True,
+        color_jitter: float = 0.0,
     ) -> None:
         self.size = input_size
         self.scale = (crop_scale_min, 1.0)
         self.flip = horizontal_flip
+        self.colour = ColourJitter(color_jitter) if color_jitter > 0 else None
         self.tail = _tv().Compose(_normalise())
 
     def crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, ...]:
@@ -101,7 +106,41 @@ class TrainingView:
         view = functional.resized_crop(image, top, left, h, w, [self.size, self.size])
         if self.flip and rng.random() < 0.5:
             view = functional.hflip(view)
+        if self.colour is not None:
+            view = self.colour(view, rng)
         return self.tail(view)
+
+
+class ColourJitter:
+    """Colour distortion of strength ``s``, drawn from the image's own generator.
+
+    With probability 0.8, brightness, contrast and saturation factors uniform in
+    ``[1 - 0.8 s, 1 + 0.8 s]`` and a hue shift uniform in ``[-0.2 s, 0.2 s]``, applied in a
+    random order; then grayscale with probability 0.2 (the colour distortion of SimCLR,
+    Chen et al. 2020, whose CIFAR-10 setting is s = 0.5). Without Sobel, the network can
+    otherwise tell many images' clusters apart by their colour histograms alone.
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.spread = 0.8 * strength
+        self.hue = min(0.2 * strength, 0.5)
+
+    def __call__(self, image: Any, rng: np.random.Generator) -> Any:
+        functional = _tv().functional
+        if rng.random() < 0.8:
+            low, high = max(0.0, 1 - self.spread), 1 + self.spread
+            steps = [
+                (functional.adjust_brightness, rng.uniform(low, high)),
+                (functional.adjust_contrast, rng.uniform(low, high)),
+                (functional.adjust_saturation, rng.uniform(low, high)),
+                (functional.adjust_hue, rng.uniform(-self.hue, self.hue)),
+            ]
+            for i in rng.permutation(len(steps)):
+                adjust, factor = steps[i]
+                image = adjust(image, factor)
+        if rng.random() < 0.2:
+            image = functional.to_grayscale(image, num_output_channels=3)
+        return image
 
 
 def clustering_view(input_size: int) -> Any:

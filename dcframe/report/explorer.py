@@ -1,15 +1,16 @@
 """The transform explorer: a few images as the network receives them.
 
 For each image: the original, the clustering view (resize and centre crop, what feature
-extraction sees), training views drawn with different seeds (random resized crop and
-flip, what the training pass sees), and the gradient channels the backbone's frozen Sobel
-layer makes of the clustering view. Everything is computed by the same code the run uses
-(:mod:`dcframe.transforms` and the backbone's own ``sobel`` module).
+extraction sees), training views drawn with different seeds (random resized crop, flip and
+colour jitter if on: what the training pass sees), and the gradient channels the
+backbone's frozen Sobel layer makes of the clustering view. Everything is computed by the
+same code the run uses (:mod:`dcframe.transforms` and the backbone's own ``sobel`` module).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,13 +79,15 @@ def explore(
     dataset: Dataset,
     backbone: Backbone,
     indices: list[int],
-    crop_scale_min: float,
-    horizontal_flip: bool,
+    augment: Any,
 ) -> list[ExploredImage]:
-    """The images at ``indices`` through the clustering and training pipelines."""
+    """The images at ``indices`` through the clustering and training pipelines (the
+    latter with the recipe's ``augment`` section)."""
     size = backbone.input_size
     pixels_of = PixelsOfClusteringView(size)
-    training = TrainingView(size, crop_scale_min, horizontal_flip)
+    training = TrainingView(
+        size, augment.crop_scale_min, augment.horizontal_flip, augment.color_jitter
+    )
     sobel_layer = getattr(backbone, "sobel", None)
     labels, names = dataset.labels, dataset.class_names
     explored = []

@@ -330,9 +330,7 @@ def transforms(ctx: Context) -> Section:
     readable = ctx.assignment >= 0
     indices = pick_images(readable, run.dataset.labels, EXPLORED_IMAGES, ctx.rng)
     augment = run.recipe.augment
-    explored = explore(
-        run.dataset, run.backbone, indices, augment.crop_scale_min, augment.horizontal_flip
-    )
+    explored = explore(run.dataset, run.backbone, indices, augment)
     body = figure(png_uri(figures.transform_grid(explored)), "transform explorer")
     size = run.backbone.input_size
     text = (
@@ -341,6 +339,7 @@ def transforms(ctx: Context) -> Section:
         f"views: random resized crop ({augment.crop_scale_min:g} to 1 of the area, aspect "
         f"3/4 to 4/3) to {size} px"
         + (", random horizontal flip" if augment.horizontal_flip else ", no flip")
+        + (f", colour jitter {augment.color_jitter:g}" if augment.color_jitter else "")
         + f", drawn from seeds {', '.join(map(str, TRAINING_SEEDS))}."
     )
     if explored and explored[0].sobel is not None:
