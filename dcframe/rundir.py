@@ -39,6 +39,7 @@ from dcframe.bad_images import unreadable_tsv
 from dcframe.checkpoint_file import read_checkpoint
 from dcframe.errors import UserError
 from dcframe.files import atomic_write_bytes, remove_temporaries
+from dcframe.recipe import dumps, validate
 from dcframe.registry import Origin
 from dcframe.runlock import locked
 
@@ -96,6 +97,16 @@ def json_line(record: dict[str, Any]) -> str:
         return value
 
     return json.dumps(finite(record), allow_nan=False) + "\n"
+
+
+def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe with the defaults of fields added to dcframe since it was written, so
+    that an upgrade alone does not make ``--resume`` refuse an old run as "different"; as
+    saved if it no longer validates (the comparison then names the difference)."""
+    try:
+        return tomllib.loads(dumps(validate(saved)))
+    except UserError:
+        return saved
 
 
 class RunDirectory:
@@ -202,6 +213,7 @@ class RunDirectory:
                 f"--resume: {self.recipe_path} is damaged ({error}); restore it from a backup "
                 "or start a new run with --set run.name=<new-name>"
             ) from error
+        saved = _with_current_defaults(saved)
         wanted = tomllib.loads(resolved)
         for recipe in (saved, wanted):
             if isinstance(recipe.get("run"), dict):

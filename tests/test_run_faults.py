@@ -125,6 +125,20 @@ def finished_run(tiny_recipe: Path) -> Path:
     return run(tiny_recipe, "run.epochs=1")
 
 
+def test_finding_3_resume_a_run_saved_before_fields_were_added(
+    tiny_recipe: Path, finished_run: Path
+) -> None:
+    # A run started by an older dcframe has no line for a field added since (with its
+    # default); an upgrade alone must not make --resume refuse it as "a different recipe".
+    saved = finished_run / "recipe.toml"
+    lines = saved.read_text().splitlines()
+    older = [line for line in lines if not line.startswith(("color_jitter", "top_init"))]
+    assert len(older) == len(lines) - 2
+    saved.write_text("\n".join(older) + "\n")
+    code, err = cli_run(tiny_recipe, "--resume", "--set", "run.epochs=2")
+    assert code == 0, err
+
+
 def resume_error(tiny_recipe: Path) -> str:
     code, err = cli_run(tiny_recipe, "--resume", "--set", "run.epochs=2")
     assert code == 2
