@@ -81,7 +81,7 @@ class FeatureExtractor(nn.Module):
 
     Attributes:
         backbone: The dcframe backbone itself (``state_dict()`` keys without a prefix).
-        input_size: Side of the square images it expects (224, or 32 for small-input).
+        input_size: Side of the square images it expects (``backbone.input_size``).
         feature_dim: Width of :meth:`embed`'s output.
         tap_names: The intermediate layers :meth:`taps` can return (``conv1`` ...).
         info: Where the weights came from: source, file, backbone name and parameters, epoch.

@@ -50,7 +50,7 @@ class Backbone(nn.Module, ABC):
 
     Contract:
 
-    * ``input_size``: side of the square images the net expects (224, or 32 when small).
+    * ``input_size``: side of the square images the net expects (``backbone.input_size``).
     * ``feature_dim``: width of the clustering feature returned by :meth:`embed`.
     * :meth:`embed`: the clustering feature (AlexNet/VGG: fc7 *before* its ReLU).
     * :meth:`forward`: logits of the current top layer on ``head_activation(embed(x))``.

@@ -8,7 +8,9 @@ recipe needs follows from that by a rule written next to it in the file:
   ImageNet's 1,000 classes into 10,000), else one per 100 images; 10 to 10,000, and at
   most one per 5 images.
 * input size: the 32x32 small-input variant when the median image's shorter side is at
-  most 64 pixels, else the paper's 224x224.
+  most 64 pixels; the paper's 224x224 from 224 pixels on; in between, the shorter side
+  rounded down to a multiple of 32 (64 to 192) with the small-input stem, whose stride
+  brings it to 32-pixel maps, so mid-sized photos are neither shrunk to 32 nor blown up.
 * PCA dim: the paper's 256, at most one tenth of the images (a multiple of 8, at least 8).
 * epochs: 50 up to 10,000 images, 100 up to 200,000, else 200 (the paper: 500 on ImageNet);
   small folders sample 3x their size per epoch.
@@ -54,6 +56,7 @@ class StarterChoices:
 
     k: int
     small_input: bool
+    input_size: int
     pca_dim: int
     epochs: int
     reassign: float
@@ -119,9 +122,12 @@ def choose(found: FolderSurvey) -> StarterChoices:
     pca_dim = max(8, min(256, n // 10) // 8 * 8)
     epochs = 50 if n <= 10_000 else 100 if n <= 200_000 else 200
     batch_size = min(256, 2 ** max(3, (n // 8).bit_length() - 1))  # a power of 2, <= n / 8
+    side = min(found.median_size)
+    input_size = 32 if side <= SMALL_IMAGE_SIDE else 224 if side >= 224 else side // 32 * 32
     return StarterChoices(
         k=k,
-        small_input=min(found.median_size) <= SMALL_IMAGE_SIDE,
+        small_input=input_size < 224,
+        input_size=input_size,
         pca_dim=pca_dim,
         epochs=epochs,
         reassign=3.0 if n < 5_000 else 1.0,
@@ -141,10 +147,12 @@ def starter_recipe(found: FolderSurvey, choices: StarterChoices, name: str) -> s
         f"10 per class ({len(classes)} classes)" if classes else "one per 100 images"
     ) + ", 10 to 10,000, at most one per 5 images"
     w, h = found.median_size
-    size_rule = (
-        f"median image {w}x{h}: the 32x32 small-input variant"
-        if choices.small_input
-        else f"median image {w}x{h}: the paper's 224x224 input"
+    size_rule = f"median image {w}x{h}: " + (
+        "the 32x32 small-input variant"
+        if choices.input_size == 32
+        else "the paper's 224x224 input"
+        if not choices.small_input
+        else "its shorter side to a multiple of 32, the small-input stem"
     )
     root = str(found.root.resolve())
     return f"""\
@@ -168,7 +176,8 @@ root = {_toml_string(root)}
 [backbone]
 name = "alexnet"      # the paper's backbone, with BatchNorm
 sobel = true          # the paper's fixed Sobel gradients of the grey image
-small_input = {str(choices.small_input).lower()}  # {size_rule}
+small_input = {str(choices.small_input).lower()}
+input_size = {choices.input_size}      # {size_rule}
 
 # Features are PCA-whitened then L2-normalised before k-means, as in the paper.
 [[preprocess]]

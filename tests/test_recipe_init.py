@@ -57,6 +57,24 @@ def test_choices_follow_the_documented_rules() -> None:
     cifar = choose(FolderSurvey(Path("x"), 50_000, tuple("abcdefghij"), (32, 32)))
     assert (cifar.k, cifar.pca_dim, cifar.epochs, cifar.small_input) == (100, 256, 100, True)
     assert cifar.reassign == 1.0
+    assert (big.input_size, cifar.input_size) == (224, 32)
+    mid = [choose(FolderSurvey(Path("x"), 5_000, (), (w, w))) for w in (65, 96, 150, 223)]
+    assert [(c.input_size, c.small_input) for c in mid] == [
+        (64, True),
+        (96, True),
+        (128, True),
+        (192, True),
+    ]
+
+
+def test_mid_sized_images_keep_their_size(tmp_path: Path) -> None:
+    _images(tmp_path / "mid", 6, (120, 100))
+    out = tmp_path / "r.toml"
+    result = invoke("recipe", "init", str(tmp_path / "mid"), "--out", str(out))
+    assert result.code == 0, result.stderr
+    assert "input 96x96" in result.stdout
+    loaded = recipe.load(out)
+    assert (loaded.backbone.input_size, loaded.backbone.small_input) == (96, True)
 
 
 @pytest.mark.parametrize(

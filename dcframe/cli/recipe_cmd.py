@@ -86,7 +86,7 @@ def init(
     console = Console(highlight=False, soft_wrap=True)
     console.print(
         f"{found.images:,} images, {labels}, median size {w}x{h}: k={choices.k}, "
-        f"input {'32x32' if choices.small_input else '224x224'}, PCA dim {choices.pca_dim}, "
+        f"input {choices.input_size}x{choices.input_size}, PCA dim {choices.pca_dim}, "
         f"{choices.epochs} epochs"
     )
     console.print(f"wrote {escape(str(out))} (valid); next: dcframe run {escape(str(out))}")

@@ -328,7 +328,7 @@ def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: Pa
             f"{source}: the weights do not fit this {type(backbone).__name__} ("
             + "; ".join(parts)
             + "); give the architecture they were trained with: --recipe RECIPE or "
-            "--set backbone.KEY=VALUE (width, fc_dim, small_input, sobel)"
+            "--set backbone.KEY=VALUE (width, fc_dim, small_input, input_size, sobel)"
         )
     backbone.load_state_dict({**expected, **state})
 
