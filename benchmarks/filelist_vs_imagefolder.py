@@ -5,7 +5,7 @@ Takes the first ``--per-class`` images of every class of an extracted CIFAR-10 J
 folder (``../shared/data/cifar10_jpg.tar.gz``: ``train/<class>/*.jpg``), links them into
 a class-folder tree and writes a list of the same files (paths relative to the list,
 labels as class names), both in a scratch folder outside the repository; then runs
-``recipes/cifar10.toml`` (shortened) on each and compares the assignments of every epoch.
+``recipes/cifar10_paper.toml`` (shortened) on each and compares the assignments of every epoch.
 
     python benchmarks/filelist_vs_imagefolder.py --cifar /tmp/cifar/train
 
@@ -63,7 +63,7 @@ def main() -> int:
             "run.device=cpu", "run.view_cache_gib=0", "backbone.width=0.25", "backbone.fc_dim=256",
             "preprocess.0.dim=32", "clusterer.k=50",
         ]  # fmt: skip
-        recipe_text = (REPO / "recipes" / "cifar10.toml").read_text()
+        recipe_text = (REPO / "recipes" / "cifar10_paper.toml").read_text()
         if name == "filelist":
             recipe_text = recipe_text.replace('name = "imagefolder"\nroot = "data/cifar10/train"',
                                               'name = "filelist"\npath = "list.txt"')  # fmt: skip

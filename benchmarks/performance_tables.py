@@ -2,7 +2,7 @@
 
     python benchmarks/performance_tables.py --cifar-root /path/to/cifar10/test
 
-runs ``dcframe bench --json`` on the quickstart recipe and on recipes/cifar10.toml (with and
+runs ``dcframe bench --json`` on the quickstart recipe and on recipes/cifar10_paper.toml (with and
 without the clustering-view cache) and prints the Markdown tables to paste into the page.
 """
 
@@ -57,10 +57,10 @@ def main() -> None:
     root = f'data.root="{args.cifar_root}"'
     reports = [
         ("quickstart (digits)", bench("recipes/quickstart.toml", 1797, args.repeat)),
-        ("CIFAR-10, views cached", bench("recipes/cifar10.toml", args.images, args.repeat, root)),
+        ("CIFAR-10, views cached", bench("recipes/cifar10_paper.toml", args.images, args.repeat, root)),
         (
             "CIFAR-10, no cache",
-            bench("recipes/cifar10.toml", args.images, args.repeat, root, "run.view_cache_gib=0"),
+            bench("recipes/cifar10_paper.toml", args.images, args.repeat, root, "run.view_cache_gib=0"),
         ),
     ]
     print("\n\n".join(table(title, report) for title, report in reports))
