@@ -16,17 +16,18 @@ gets. Results go to ``--out``: ``quality.json`` (every number, the machine, the 
 training loss and NMI between consecutive assignments, one line per variant).
 
 CIFAR-10 is the reference set (JPEG class folders, e.g. the extracted
-``../shared/data/cifar10_jpg.tar.gz``):
+``../shared/data/cifar10_jpg.tar.gz``; docs/results.md builds the 10,000-image training
+subset used there and gives its numbers):
 
-    python benchmarks/quality.py recipes/cifar10.toml --train-dir /tmp/cifar/train \\
-        --val-dir /tmp/cifar/test --budget-min 60 --probe-seeds 0 1 \\
+    python benchmarks/quality.py recipes/cifar10.toml --train-dir /tmp/cifar10k/train \\
+        --val-dir /tmp/cifar/test --budget-min 45 --max-epochs 45 --probe-seeds 0 1 \\
         --out runs/quality/cifar10
 
 and an ablation, same budget and seed, reported as a gain in points over the baseline:
 
-    python benchmarks/quality.py recipes/cifar10.toml --train-dir /tmp/cifar/train \\
-        --val-dir /tmp/cifar/test --budget-min 60 --out runs/quality/cifar10-centroids \\
-        --variant centroid_init=optimizer.top_init=centroids
+    python benchmarks/quality.py recipes/cifar10_paper.toml --train-dir /tmp/cifar10k/train \\
+        --val-dir /tmp/cifar/test --budget-min 5 --skip-probe --out runs/quality/ablation \\
+        --variant centroids=optimizer.top_init=centroids
 
 Budget: each variant trains one epoch per ``dcframe run --resume`` call and starts another
 only while the training time so far plus the last call's duration fits the budget (the
