@@ -55,12 +55,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     root = f'data.root="{args.cifar_root}"'
+    cifar = "recipes/cifar10_paper.toml"
     reports = [
         ("quickstart (digits)", bench("recipes/quickstart.toml", 1797, args.repeat)),
-        ("CIFAR-10, views cached", bench("recipes/cifar10_paper.toml", args.images, args.repeat, root)),
+        ("CIFAR-10, views cached", bench(cifar, args.images, args.repeat, root)),
         (
             "CIFAR-10, no cache",
-            bench("recipes/cifar10_paper.toml", args.images, args.repeat, root, "run.view_cache_gib=0"),
+            bench(cifar, args.images, args.repeat, root, "run.view_cache_gib=0"),
         ),
     ]
     print("\n\n".join(table(title, report) for title, report in reports))
