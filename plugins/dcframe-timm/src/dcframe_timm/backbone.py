@@ -8,16 +8,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from dcframe.components.backbones.sobel import Sobel
 from dcframe.errors import UserError
 from dcframe.interfaces import Backbone, BackboneParams
-
-#: Input side when ``input_size`` is not given: the paper's 224, or 32 for small images.
-FULL_INPUT_SIZE = 224
-SMALL_INPUT_SIZE = 32
+from dcframe.params import FULL_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 #: How many close architecture names an unknown ``backbone.model`` error suggests.
 _SUGGESTIONS = 8
@@ -26,9 +23,8 @@ _SUGGESTIONS = 8
 class TimmParams(BackboneParams):
     """Parameters of the ``timm`` backbone.
 
-    ``input_size`` follows one rule: a value given explicitly is used as is; left out, it is
-    32 when ``small_input`` is true and 224 otherwise. The rule is applied while the
-    parameters are validated, so a run's resolved recipe records the size actually used.
+    ``input_size`` follows dcframe's rule for every backbone (:class:`BackboneParams`):
+    left out, 32 with ``small_input``, else 224, filled in at validation.
     """
 
     model: str = Field(
@@ -41,8 +37,8 @@ class TimmParams(BackboneParams):
     )
     input_size: int = Field(
         FULL_INPUT_SIZE,
-        ge=16,
-        le=1024,
+        ge=MIN_INPUT_SIZE,
+        le=MAX_INPUT_SIZE,
         description=(
             "Side of the square input images; left out: 32 with small_input, else 224. "
             "Transformers are built for it (timm's img_size)."
@@ -54,15 +50,6 @@ class TimmParams(BackboneParams):
         lt=1.0,
         description="timm's drop_rate: dropout on the pooled feature while training (0: none).",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _small_input_size(cls, data: Any) -> Any:
-        # Before validation, because only the raw input tells a left-out input_size from an
-        # explicit 224; afterwards both look the same.
-        if isinstance(data, dict) and "input_size" not in data and data.get("small_input") is True:
-            return {**data, "input_size": SMALL_INPUT_SIZE}
-        return data
 
 
 class TimmBackbone(Backbone):
