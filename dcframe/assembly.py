@@ -30,6 +30,8 @@ class Components:
     sampler: Sampler
     loggers: list[Logger] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
+    # One clusterer per ``clusterer.extra_k`` value: the same component with that k.
+    extra_clusterers: list[Clusterer] = field(default_factory=list)
 
 
 def build_components(recipe: Any) -> Components:
@@ -50,6 +52,13 @@ def build_components(recipe: Any) -> Components:
         loggers=[make(registries.loggers, logger) for logger in recipe.loggers],
         origins=origins,
     )
+    section = recipe.clusterer
+    parts.extra_clusterers = [
+        type(parts.clusterer)(
+            type(section).model_validate({**section.model_dump(), "k": k, "extra_k": []})
+        )
+        for k in section.extra_k
+    ]
     parts.dataset.decode_at_least(
         smallest_side_used(parts.backbone.input_size, recipe.augment.crop_scale_min)
     )
@@ -121,6 +130,13 @@ def check_sizes(recipe: Any, parts: Components, processes: int) -> None:
         problems.append(
             f"clusterer.k: {parts.clusterer.k} clusters but the dataset has only {n} images; "
             f"set clusterer.k <= {n}, e.g. --set clusterer.k={max(2, n // 10)}"
+        )
+    too_many = [c.k for c in parts.extra_clusterers if c.k > n]
+    if too_many:
+        kept = [c.k for c in parts.extra_clusterers if c.k <= n]
+        problems.append(
+            f"clusterer.extra_k: {too_many} clusters but the dataset has only {n} images; "
+            f"keep values <= {n}, e.g. --set 'clusterer.extra_k={kept}'"
         )
     dim = parts.backbone.feature_dim
     for i, step in enumerate(parts.preprocessors):

@@ -72,8 +72,9 @@ class MarkUnreadable(TorchDataset[Any]):
 
 def collate_readable(
     items: list[Any],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, list[Unreadable]]:
-    """Batch the readable (image, target) pairs; the unreadable ones come back as markers."""
+) -> tuple[torch.Tensor | None, torch.Tensor | list[torch.Tensor] | None, list[Unreadable]]:
+    """Batch the readable (image, target) pairs; the unreadable ones come back as markers.
+    Targets of several heads (tuples) come back as one tensor per head."""
     unreadable = [item for item in items if isinstance(item, Unreadable)]
     readable = [item for item in items if not isinstance(item, Unreadable)]
     if not readable:

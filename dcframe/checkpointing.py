@@ -4,7 +4,8 @@
 the body optimizer and the random state. A checkpoint written during a training pass
 (every ``run.checkpoint_every_steps`` steps, or on a stop signal) also holds ``step`` (steps
 done in epoch ``epoch``) and ``partial``: that epoch's clustering metrics, timings, the
-loss so far and the top layer's optimizer; the epoch's assignment is saved beside it. A
+loss so far and the top layer's optimizer (with ``clusterer.extra_k``, also the extra heads
+and their assignments); the epoch's assignment is saved beside it. A
 resumed run then skips the epoch's clustering and continues training at that step, to the
 same result as a run that was never stopped.
 
@@ -45,20 +46,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class MidEpoch:
-    """An epoch whose training pass stopped at ``progress.step``: what resuming it needs."""
+    """An epoch whose training pass stopped at ``progress.step``: what resuming it needs.
 
-    assignment: np.ndarray
+    ``assignments`` has one row per head: the epoch's assignment, then one per
+    ``clusterer.extra_k`` value, whose top layers are ``extra_heads``.
+    """
+
+    assignments: np.ndarray
     metrics: dict[str, Any]
     seconds: dict[str, float]
     progress: PassProgress
     top_layer: dict[str, torch.Tensor]
     top_optimizer: dict[str, Any]
     rng: dict[str, Any]
+    extra_heads: dict[str, torch.Tensor] | None = None
 
     def continue_pass(self, trainer: Trainer, top: torch.optim.SGD) -> None:
-        """Put the new top layer, its optimizer and the random state back as they were."""
+        """Put the new top layers, their optimizer and the random state back as they were."""
         assert trainer.backbone.top_layer is not None
         trainer.backbone.top_layer.load_state_dict(self.top_layer)
+        if self.extra_heads is not None:
+            trainer.extra_heads.load_state_dict(self.extra_heads)
         top.load_state_dict(self.top_optimizer)
         set_rng_state(self.rng)
 
@@ -109,20 +117,21 @@ class Recorder:
     def epoch_interrupted(
         self,
         epoch: int,
-        assignment: np.ndarray,
+        assignments: np.ndarray,
         metrics: dict[str, Any],
         seconds: dict[str, float],
         progress: PassProgress,
         top: torch.optim.SGD,
         skipped: dict[int, Any],
     ) -> None:
-        """A mid-epoch checkpoint: the state after ``progress.step`` training steps."""
+        """A mid-epoch checkpoint: the state after ``progress.step`` training steps
+        (``assignments``: one row per head, as :class:`MidEpoch` holds them)."""
         loss_sum, seen = self.trainer.totals(progress)  # over every process
 
         def write() -> None:
             if skipped:
                 self.rundir.save_skipped(skipped)
-            self.rundir.save_assignment(epoch, assignment)
+            self.rundir.save_assignment(epoch, assignments[0])
             partial = {
                 "metrics": metrics,
                 "seconds": seconds,
@@ -130,6 +139,10 @@ class Recorder:
                 "seen": seen,
                 "top_optimizer": top.state_dict(),
             }
+            if len(assignments) > 1:
+                # a tensor: the checkpoint loads with weights_only, which refuses numpy arrays
+                partial["extra_assignments"] = torch.from_numpy(assignments[1:].copy())
+                partial["extra_heads"] = self.trainer.extra_heads.state_dict()
             self.rundir.save_checkpoint(
                 {**self._state(epoch), "step": progress.step, "partial": partial}
             )
@@ -173,12 +186,14 @@ class Recorder:
             if k.startswith(TOP_LAYER)
         }
         assignment = self.world.run_on_main(lambda: self.rundir.load_assignment(epoch))
+        extra = partial.get("extra_assignments", torch.zeros(0, len(assignment), dtype=torch.long))
         return MidEpoch(
-            assignment,
+            np.vstack([assignment, extra.numpy()]),
             dict(partial["metrics"]),
             dict(partial["seconds"]),
             progress,
             top,
             partial["top_optimizer"],
             state["rng"],
+            partial.get("extra_heads"),
         )

@@ -43,7 +43,7 @@ from dcframe.recipe import dumps
 from dcframe.rundir import RunDirectory, versions
 from dcframe.schedule import LearningRate
 from dcframe.top_init import HeadInputs
-from dcframe.training import PassProgress, StopRequest, Trainer
+from dcframe.training import PassProgress, Start, StopRequest, Trainer
 from dcframe.transforms import PixelsOfClusteringView
 from dcframe.view_cache import GIB, ClusteringViewCache
 
@@ -113,8 +113,10 @@ def cluster_images(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Steps 1-5 of an epoch: features, preprocessing, k-means, measures.
 
-    Returns the assignment (-1 for images left out as unreadable) and the epoch's metrics;
-    the distances of the images to their centroids go to the run directory.
+    Returns the assignments, one row per head (-1 for images left out as unreadable), and
+    the epoch's metrics. Row 0 is the clustering with ``clusterer.k``, the epoch's record,
+    whose distances to their centroids go to the run directory; each ``clusterer.extra_k``
+    value adds a row, the same features clustered again with a seed of its own.
     """
     parts, trainer, reporter, bad_images = run.parts, run.trainer, run.reporter, run.bad_images
     k = parts.clusterer.k
@@ -129,10 +131,13 @@ def cluster_images(
         if labels is not None:
             knn = features.knn_accuracy(labels, run.knn, epoch_rng(run.seed, epoch, _STREAM_KNN))
     with _stage(seconds, epoch, "cluster"):  # 4: k-means with a fresh seed every epoch
-        cluster_seed = int(epoch_rng(run.seed, epoch, _STREAM_CLUSTER).integers(2**31 - 1))
-        result = features.cluster(
-            parts.clusterer, cluster_seed, trainer.devices.clusterer, reporter
-        )
+        clusterers = [parts.clusterer, *parts.extra_clusterers]
+        rng = epoch_rng(run.seed, epoch, _STREAM_CLUSTER)
+        seeds: list[int] = rng.integers(2**31 - 1, size=len(clusterers)).tolist()
+        result, *extra = [
+            features.cluster(c, s, trainer.devices.clusterer, reporter)
+            for c, s in zip(clusterers, seeds, strict=True)
+        ]
         del features
         assignment = result.assignment
         if run.recorder is not None:
@@ -159,9 +164,20 @@ def cluster_images(
         "skipped_images": len(bad_images.skipped),
         "warnings": warnings,
     }
+    if extra:  # clusterer.extra_k: the same measures of each further clustering, as lists
+        heads = [_within(e.assignment, readable) for e in extra]
+        metrics["extra_k"] = [c.k for c in parts.extra_clusterers]
+        metrics["extra_kmeans_objective"] = [e.objective for e in extra]
+        metrics["extra_nmi_vs_labels"] = [
+            None if labels is None else nmi(_within(labels, readable), h) for h in heads
+        ]
+        metrics["extra_empty_clusters"] = [
+            cluster_size_stats(h, c.k).empty
+            for h, c in zip(heads, parts.extra_clusterers, strict=True)
+        ]
     for warning in warnings:
         reporter.warn(f"epoch {epoch}: {warning}; the network is not learning from these clusters")
-    return assignment, metrics
+    return np.stack([assignment, *(e.assignment for e in extra)]), metrics
 
 
 def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
@@ -206,9 +222,10 @@ def run_epoch(
     parts, trainer, bad_images = run.parts, run.trainer, run.bad_images
     if resume is None:  # 1-5
         seconds: dict[str, float] = {}
-        assignment, metrics = cluster_images(epoch, run, previous, seconds)
+        assignments, metrics = cluster_images(epoch, run, previous, seconds)
     else:
-        assignment, metrics, seconds = resume.assignment, resume.metrics, resume.seconds
+        assignments, metrics, seconds = resume.assignments, resume.metrics, resume.seconds
+    assignment = assignments[0]  # k's clustering: what the sampler draws from, and the record
     readable = bad_images.readable_mask()
     with _stage(seconds, epoch, "train"):
         # 6-7: pseudo-labelled images, drawn uniformly over the non-empty clusters
@@ -217,18 +234,19 @@ def run_epoch(
         )
         indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
         crops = epoch_rng(run.seed, epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
-        k = parts.clusterer.k
-        start = None if resume is not None else _top_layer_start(run, assignment, k)
-        top_optimizer = trainer.new_top_layer(k, start)  # 8: new top layer, new SGD
+        ks = [parts.clusterer.k, *(c.k for c in parts.extra_clusterers)]
+        starts = _top_layer_starts(run, assignments, ks, resumed=resume is not None)
+        extra = list(zip(ks[1:], starts[1:], strict=True))
+        top_optimizer = trainer.new_top_layer(ks[0], starts[0], extra)  # 8: new top layer(s), SGD
         progress = PassProgress()
         if resume is not None:
             resume.continue_pass(trainer, top_optimizer)
             progress = resume.progress
-        save = _saver(run.recorder, epoch, assignment, metrics, seconds, top_optimizer, bad_images)
+        save = _saver(run.recorder, epoch, assignments, metrics, seconds, top_optimizer, bad_images)
         metrics["train_loss"] = trainer.train_pass(  # 9: one pass of cross-entropy
             run.loader,
             indices,
-            assignment,
+            assignments,
             crops,
             top_optimizer,
             run.reporter,
@@ -245,18 +263,21 @@ def run_epoch(
     return assignment, metrics
 
 
-def _top_layer_start(
-    run: RunContext, assignment: np.ndarray, k: int
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The new top layer's (weight, bias) from the clusters, or None for the paper's init."""
-    if run.head_inputs is None:
-        return None
+def _top_layer_starts(
+    run: RunContext, assignments: np.ndarray, ks: list[int], resumed: bool
+) -> list[Start]:
+    """Each new top layer's (weight, bias) from its clusters, or None for the paper's init
+    (and for a resumed pass, whose layers come from the checkpoint)."""
+    inputs = run.head_inputs
+    if inputs is None or resumed:
+        return [None] * len(ks)
     backbone = run.parts.backbone
-    start = run.head_inputs.top_layer(
-        assignment, k, backbone.feature_dim, backbone.head_activation, run.trainer.world
-    )
-    run.head_inputs.clear()  # its memory is not needed again before the next extraction
-    return start
+    starts: list[Start] = [
+        inputs.top_layer(a, k, backbone.feature_dim, backbone.head_activation, run.trainer.world)
+        for a, k in zip(assignments, ks, strict=True)
+    ]
+    inputs.clear()  # its memory is not needed again before the next extraction
+    return starts
 
 
 def _step_rate(run: RunContext, epoch: int) -> Callable[[int], float] | None:
@@ -280,7 +301,7 @@ def _step_logger(run: RunContext, epoch: int) -> Callable[[int, dict[str, float]
 def _saver(
     recorder: Recorder | None,
     epoch: int,
-    assignment: np.ndarray,
+    assignments: np.ndarray,
     metrics: dict[str, Any],
     seconds: dict[str, float],
     top: torch.optim.SGD,
@@ -292,7 +313,7 @@ def _saver(
         if recorder is not None:
             partial = {k: v for k, v in metrics.items() if k != "train_loss"}
             recorder.epoch_interrupted(
-                epoch, assignment, partial, dict(seconds), progress, top, bad_images.skipped
+                epoch, assignments, partial, dict(seconds), progress, top, bad_images.skipped
             )
 
     return save

@@ -142,7 +142,6 @@ class GatheredFeatures:
             return clustering, near
 
         clustering, near = self.world.run_on_main(on_main)
-        self.matrix = None  # the N x d matrix is not needed any more
         size = len(clustering.assignments) if self.readable is None else len(self.readable)
         assignment = np.full(size, -1, dtype=np.int64)
         distances = np.full(size, np.nan, dtype=np.float32)

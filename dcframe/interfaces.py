@@ -87,12 +87,16 @@ class Backbone(nn.Module, ABC):
 
     def reset_top_layer(self, k: int) -> nn.Linear:
         """Replace the top layer by a new ``Linear(feature_dim, k)`` with the paper's init."""
+        self.top_layer = self.new_head(k)
+        return self.top_layer
+
+    def new_head(self, k: int) -> nn.Linear:
+        """A ``Linear(feature_dim, k)`` with the paper's init (N(0, 0.01), bias 0) on the
+        network's device, not attached to it (``clusterer.extra_k``'s heads)."""
         layer = nn.Linear(self.feature_dim, k)
         nn.init.normal_(layer.weight, mean=0.0, std=0.01)
         nn.init.zeros_(layer.bias)
-        device = next(self.parameters()).device
-        self.top_layer = layer.to(device)
-        return self.top_layer
+        return layer.to(next(self.parameters()).device)
 
     def body_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters outside the top layer: what the persistent SGD optimises."""

@@ -40,17 +40,22 @@ def run_views(
     }
 
 
+# An image's pseudo-label, or one per head.
+Target = int | tuple[int, ...]
+
+
 class Item(NamedTuple):
     """One image a pass asks for: ``view`` of dataset image ``image``, paired with
-    ``target``; ``seed`` >= 0 makes a random view draw from that seed alone."""
+    ``target`` (one per head with ``clusterer.extra_k``, batched as one tensor per head);
+    ``seed`` >= 0 makes a random view draw from that seed alone."""
 
     view: str
     image: int
-    target: int
+    target: Target
     seed: int = -1
 
 
-class ViewedImages(TorchDataset[tuple[torch.Tensor, int]]):
+class ViewedImages(TorchDataset[tuple[torch.Tensor, Target]]):
     """The images of a dataset under the run's named views, asked for by :class:`Item`."""
 
     def __init__(self, dataset: Dataset, views: dict[str, Callable[..., torch.Tensor]]) -> None:
@@ -60,7 +65,7 @@ class ViewedImages(TorchDataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: Item) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, Target]:
         view = self.views[item.view]
         image = self.dataset.image(item.image)
         pixels = view(image) if item.seed < 0 else view(image, item.seed)

@@ -246,8 +246,25 @@ class BadImagePolicy(Params):
     )
 
 
+class ExtraClusterings(Params):
+    """Further clusterings of each epoch's features; part of every ``[clusterer]`` section.
+
+    dcframe owns the field rather than each clusterer, so plugin clusterers get it too.
+    """
+
+    extra_k: list[Annotated[int, Field(ge=2)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Several clusterings per epoch (not in the paper; off when empty): the same "
+        "features are clustered again once for each value, with that many clusters and a "
+        "seed of its own, and each clustering gets a top layer of its own on the shared "
+        "trunk. The training loss is the mean of the heads' cross-entropies; images are "
+        "still drawn over the clusters of k, which the run records. E.g. [300, 1000].",
+    )
+
+
 # Fields dcframe adds to every member of a component section's union, whatever its origin.
-SECTION_MIXINS: dict[str, type[Params]] = {"data": BadImagePolicy}
+SECTION_MIXINS: dict[str, type[Params]] = {"data": BadImagePolicy, "clusterer": ExtraClusterings}
 
 
 def _component_union(

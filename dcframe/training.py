@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ from dcframe.progress import Reporter
 from dcframe.transforms import TrainingView
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# A top layer's (weight, bias) to start from; None: the paper's init.
+Start = tuple[torch.Tensor, torch.Tensor] | None
 # On a GPU, reading the loss (for the divergence check) and the processes' stop flags waits
 # for the device to finish its queue; doing it every few steps keeps the queue full.
 GPU_STEPS_PER_CHECK = 16
@@ -116,9 +118,37 @@ class Unchecked:
         self.seen = self.steps = 0
 
 
+class WithExtraHeads(nn.Module):
+    """The network with further top layers on the same head input (``clusterer.extra_k``):
+    its forward gives one logits tensor per head, the network's own top layer first."""
+
+    def __init__(self, backbone: Backbone, extra: nn.ModuleList) -> None:
+        super().__init__()
+        self.backbone, self.extra = backbone, extra
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        assert self.backbone.top_layer is not None
+        inputs = self.backbone.head_activation(self.backbone.embed(x))
+        return [self.backbone.top_layer(inputs), *(head(inputs) for head in self.extra)]
+
+
+def mean_cross_entropy(
+    output: torch.Tensor | list[torch.Tensor], targets: list[torch.Tensor]
+) -> torch.Tensor:
+    """The batch's cross-entropy, averaged over the heads when there are several."""
+    if isinstance(output, torch.Tensor):
+        return nn.functional.cross_entropy(output, targets[0])
+    losses = [nn.functional.cross_entropy(o, t) for o, t in zip(output, targets, strict=True)]
+    return torch.stack(losses).mean()
+
+
 @dataclass
 class Trainer:
-    """The network, its persistent body optimizer and the settings of the training pass."""
+    """The network, its persistent body optimizer and the settings of the training pass.
+
+    ``extra_heads`` are the epoch's further top layers (``clusterer.extra_k``), rebuilt with
+    the network's own by :meth:`new_top_layer`; empty in the paper's protocol.
+    """
 
     backbone: Backbone
     body_optimizer: torch.optim.SGD
@@ -135,6 +165,7 @@ class Trainer:
     scaler: torch.amp.GradScaler = field(
         default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False)
     )
+    extra_heads: nn.ModuleList = field(default_factory=nn.ModuleList)
 
     @classmethod
     def create(
@@ -193,17 +224,23 @@ class Trainer:
         return RunLoader(dataset, views, self.workers, pin_memory=on_gpu)
 
     def new_top_layer(
-        self, k: int, start: tuple[torch.Tensor, torch.Tensor] | None = None
+        self, k: int, start: Start = None, extra: Sequence[tuple[int, Start]] = ()
     ) -> torch.optim.SGD:
         """Fresh top layer and its momentum-free SGD, rebuilt every epoch: the paper's init
-        (N(0, 0.01), bias 0), or ``start`` = (weight, bias)."""
+        (N(0, 0.01), bias 0), or ``start`` = (weight, bias). ``extra`` holds the ``(k,
+        start)`` of each further head (``clusterer.extra_k``); the same SGD trains them."""
         top = self.backbone.reset_top_layer(k)
-        if start is not None:
-            with torch.no_grad():
-                top.weight.copy_(start[0])
-                top.bias.copy_(start[1])
+        self.extra_heads = nn.ModuleList(self.backbone.new_head(n) for n, _ in extra)
+        begins = [start, *(s for _, s in extra)]
+        for layer, begin in zip([top, *self.extra_heads], begins, strict=True):
+            if begin is not None:
+                with torch.no_grad():
+                    layer.weight.copy_(begin[0])
+                    layer.bias.copy_(begin[1])
         return torch.optim.SGD(
-            top.parameters(), lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay
+            [*top.parameters(), *self.extra_heads.parameters()],
+            lr=self.optimizer.lr,
+            weight_decay=self.optimizer.weight_decay,
         )
 
     def steps(self, num_samples: int) -> list[np.ndarray]:
@@ -222,12 +259,14 @@ class Trainer:
         the main process's weights, so the new top layer is the same on every process.
         """
         model: nn.Module = self.backbone
+        if len(self.extra_heads):
+            model = WithExtraHeads(self.backbone, self.extra_heads)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             on_gpu = self.devices.network.type == "cuda"
             ids = [self.devices.network] if on_gpu else None
-            model = DistributedDataParallel(self.backbone, device_ids=ids)
+            model = DistributedDataParallel(model, device_ids=ids)
         return torch.compile(model) if self.compile else model  # type: ignore[return-value]
 
     def train_pass(
@@ -245,7 +284,9 @@ class Trainer:
         rate: Callable[[int], float] | None = None,
     ) -> float:
         """One pass over dataset images ``indices`` (the i-th augmented from ``seeds[i]``) with
-        cross-entropy on the pseudo-labels ``targets[image]``; the mean loss.
+        cross-entropy on the pseudo-labels ``targets[image]``; the mean loss. With extra
+        heads, ``targets`` has one row per head, the network's own top layer first, and the
+        loss is the mean of the heads' cross-entropies.
 
         Starts at ``progress.step`` (a resumed pass) and calls ``save`` every
         ``checkpoint_every_steps`` steps and when a stop signal arrives. Whenever the loss
@@ -260,18 +301,21 @@ class Trainer:
         """
         self.backbone.train()
         model = self._parallel()
-        plan = self.steps(len(indices))
+        plan = [
+            [(indices[i], seeds[i]) for i in positions] for positions in self.steps(len(indices))
+        ]
+        rows = np.atleast_2d(targets)  # one row per head
+
+        def target(image: int) -> int | tuple[int, ...]:
+            return int(rows[0, image]) if len(rows) == 1 else tuple(rows[:, image].tolist())
+
         data = loader.load(
             [
-                [
-                    Item(TRAINING, int(indices[i]), int(targets[indices[i]]), int(seeds[i]))
-                    for i in step
-                ]
+                [Item(TRAINING, int(i), target(int(i)), int(seed)) for i, seed in step]
                 for step in plan[progress.step :]
             ]
         )
         scaler = self.scaler
-        loss_fn = nn.CrossEntropyLoss()
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
@@ -284,25 +328,29 @@ class Trainer:
                 progress.step += 1
                 continue
             images = to_device(images, self.devices.network)
-            labels = labels.to(self.devices.network, non_blocking=True)
+            heads = [
+                t.to(self.devices.network, non_blocking=True)
+                for t in (labels if isinstance(labels, list) else [labels])
+            ]
+            count = len(heads[0])
             global_batch = min(batch, len(indices) - progress.step * batch)
             if rate is not None:  # optimizer.schedule: both optimizers follow it
                 lr = rate(progress.step)
                 for group in (*self.body_optimizer.param_groups, *top.param_groups):
                     group["lr"] = lr
             with self.autocast():
-                mean = loss_fn(model(images), labels)
+                mean = mean_cross_entropy(model(images), heads)
             # DDP averages gradients over processes; weighting each process's mean by its
             # share of the global batch makes that average the global batch's mean (the
             # factor is exactly 1 in one process and when the batch splits evenly).
-            share = len(labels) * self.world.size / global_batch
+            share = count * self.world.size / global_batch
             self.body_optimizer.zero_grad(set_to_none=True)
             top.zero_grad(set_to_none=True)
             scaler.scale(mean * share).backward()
             scaler.step(self.body_optimizer)
             scaler.step(top)
             scaler.update()
-            unchecked.add(mean.detach(), len(labels))  # stays on the device: no wait here
+            unchecked.add(mean.detach(), count)  # stays on the device: no wait here
             progress.step += 1
             every = self.checkpoint_every_steps
             due = bool(every and progress.step % every == 0 and progress.step < len(plan))
