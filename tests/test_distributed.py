@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 CHILD = str(Path(__file__).with_name("kill_child.py"))
 EXACT = ["--set", "run.sync_batchnorm=true", "--set", "backbone.dropout=0.0"]
+EXTRA_K = "clusterer.extra_k=[7, 30]"
 WEIGHTS_ATOL = 1e-5  # float summation order (all-reduce, split batches) differs, nothing else
 
 
@@ -92,7 +93,8 @@ def same_results(left: Path, right: Path, exact: bool = False) -> None:
     assert [sorted(r) for r in a_records] == [sorted(r) for r in b_records]
     for a, b in zip(a_records, b_records, strict=True):
         for key, value in a.items():
-            if isinstance(value, float):
+            floats = isinstance(value, list) and all(isinstance(v, float) for v in value)
+            if isinstance(value, float) or (value and floats):
                 assert b[key] == pytest.approx(value, rel=1e-5), key
             else:
                 assert b[key] == value, key
@@ -200,12 +202,17 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(
     same_results(one_process, rundir)
 
 
-def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path) -> None:
-    """One process, bit for bit: stopped by SIGTERM in epoch 1, within its 6 steps."""
+@pytest.mark.parametrize("heads", [1, 3], ids=["one-head", "extra-heads"])
+def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path, heads: int) -> None:
+    """One process, bit for bit: stopped by SIGTERM in epoch 1, within its 6 steps; with
+    ``clusterer.extra_k``, the extra heads and their assignments resume too."""
     every = ["--set", "sampler.reassign=1.0", "--set", "run.checkpoint_every_steps=2"]
-    straight = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=straight", *every)
-    assert straight.returncode == 0, straight.stderr
-    args = ["run", str(recipe_file), "--quiet", "--set", "run.name=stopped", *every]
+    if heads > 1:
+        every += ["--set", EXTRA_K]
+    straight = f"run.name=straight-{heads}"
+    done = dcframe("run", str(recipe_file), "--quiet", "--set", straight, *every)
+    assert done.returncode == 0, done.stderr
+    args = ["run", str(recipe_file), "--quiet", "--set", f"run.name=stopped-{heads}", *every]
     stopped = subprocess.run(
         [sys.executable, CHILD, "sigterm", "2", *args],
         cwd=REPO,
@@ -214,15 +221,16 @@ def test_sigterm_mid_epoch_saves_and_resumes_to_the_same_run(recipe_file: Path) 
         timeout=600,
     )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
-    rundir = recipe_file.parent / "runs" / "stopped"
+    rundir = recipe_file.parent / "runs" / f"stopped-{heads}"
     state = torch.load(rundir / "checkpoint.pt", weights_only=True)
     # The signal comes while the loader thread prepares batch 3, so during step 1 to 3.
     assert state["epoch"] == 1 and 1 <= state["step"] <= 3
+    assert len(state["partial"].get("extra_heads", {})) == 2 * (heads - 1)  # weight, bias
     message = f"stopped by SIGTERM at training step {state['step']}"
     assert message in " ".join(stopped.stderr.split())
     resumed = dcframe(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    same_results(recipe_file.parent / "runs" / "straight", rundir, exact=True)
+    same_results(recipe_file.parent / "runs" / f"straight-{heads}", rundir, exact=True)
 
 
 def test_sigterm_stops_every_process_and_the_run_resumes(
@@ -238,6 +246,17 @@ def test_sigterm_stops_every_process_and_the_run_resumes(
     resumed = dcframe(*args, "--resume", nproc=2)
     assert resumed.returncode == 0, resumed.stderr
     same_results(one_process, rundir)
+
+
+def test_extra_heads_train_alike_in_two_processes(recipe_file: Path) -> None:
+    """``clusterer.extra_k``: DDP wraps the network with its extra heads; same run."""
+    args = ["run", str(recipe_file), "--quiet", "--set", EXTRA_K, *EXACT]
+    one = dcframe(*args, "--set", "run.name=heads-one")
+    assert one.returncode == 0, one.stderr
+    two = dcframe(*args, "--set", "run.name=heads-two", nproc=2)
+    assert two.returncode == 0, two.stderr
+    runs = recipe_file.parent / "runs"
+    same_results(runs / "heads-one", runs / "heads-two")
 
 
 def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_file: Path) -> None:

@@ -55,7 +55,8 @@ def test_heads_share_the_trunk_and_the_loss_is_their_mean() -> None:
     inputs = backbone.head_activation(backbone.embed(x))
     torch.testing.assert_close(logits[2], extra[1](inputs))
     targets = [torch.tensor([0, 1, 2, 4]), torch.tensor([0, 2, 2, 1]), torch.tensor([8, 0, 1, 3])]
-    expected = sum(nn.functional.cross_entropy(o, t) for o, t in zip(logits, targets)) / 3
+    each = [nn.functional.cross_entropy(o, t) for o, t in zip(logits, targets, strict=True)]
+    expected = sum(each) / 3
     torch.testing.assert_close(mean_cross_entropy(logits, targets), expected)
     # One head: exactly the paper's loss, the same float operations.
     assert torch.equal(
