@@ -403,7 +403,9 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
             )
             world.run_on_main(lambda: logbook.open(info))
             reporter.info(
-                f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}, "
+                f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}"
+                + "".join(f"+{c.k}" for c in parts.extra_clusterers)
+                + ", "
                 f"device {devices.network} (clustering on {devices.clusterer})"
                 + (f", {world.size} processes" if world.size > 1 else "")
             )
