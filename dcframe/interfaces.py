@@ -55,7 +55,8 @@ class Backbone(nn.Module, ABC):
     * :meth:`embed`: the clustering feature (AlexNet/VGG: fc7 *before* its ReLU).
     * :meth:`forward`: logits of the current top layer on ``head_activation(embed(x))``.
     * :meth:`reset_top_layer`: a fresh ``Linear(feature_dim, k)``, weights N(0, 0.01), bias 0
-      (:meth:`new_head` makes one without attaching it, for ``clusterer.extra_k``).
+      (:meth:`new_head` makes one without attaching it, for ``clusterer.extra_k``; a
+      backbone with another init overrides :meth:`new_head`, which both use).
     * :meth:`body_parameters`: every trainable parameter except the top layer's
       (the frozen Sobel filters are not trainable, so they are excluded too).
     * ``tap_names`` / :meth:`taps`: named intermediate feature maps for evaluation.

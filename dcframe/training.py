@@ -301,20 +301,15 @@ class Trainer:
         """
         self.backbone.train()
         model = self._parallel()
-        plan = [
-            [(indices[i], seeds[i]) for i in positions] for positions in self.steps(len(indices))
-        ]
+        plan = self.steps(len(indices))
         rows = np.atleast_2d(targets)  # one row per head
 
-        def target(image: int) -> int | tuple[int, ...]:
-            return int(rows[0, image]) if len(rows) == 1 else tuple(rows[:, image].tolist())
+        def item(position: int) -> Item:
+            image = int(indices[position])
+            target = int(rows[0, image]) if len(rows) == 1 else tuple(rows[:, image].tolist())
+            return Item(TRAINING, image, target, int(seeds[position]))
 
-        data = loader.load(
-            [
-                [Item(TRAINING, int(i), target(int(i)), int(seed)) for i, seed in step]
-                for step in plan[progress.step :]
-            ]
-        )
+        data = loader.load([[item(i) for i in step] for step in plan[progress.step :]])
         scaler = self.scaler
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
