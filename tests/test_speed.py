@@ -121,3 +121,13 @@ def test_reduced_decoding_never_goes_below_what_a_view_uses() -> None:
     assert smallest_side_used(224, 0.08) == 792  # the paper's smallest crop: no reduction
     assert smallest_side_used(32, 0.5) == 46
     assert smallest_side_used(224, 1.0) == 256  # the clustering view's resize
+
+
+def test_bench_takes_a_recipe_with_extra_clusterings(tiny_recipe: Path) -> None:
+    """``clusterer.extra_k`` values above the slice's size are not a reason to refuse: bench
+    times the clustering with k and projects the extra ones from it."""
+    args = ["--images", "40", "--repeat", "1", "--json", "--set", "clusterer.extra_k=[300]"]
+    result = invoke("bench", str(tiny_recipe), *args)
+    assert result.code == 0, result.stderr
+    stages = [row["stage"] for row in json.loads(result.stdout)["rows"]]
+    assert "PCA + k-means (k=20)" in stages
