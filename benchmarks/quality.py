@@ -20,7 +20,7 @@ CIFAR-10 is the reference set (JPEG class folders, e.g. the extracted
 subset used there and gives its numbers):
 
     python benchmarks/quality.py recipes/cifar10.toml --train-dir /tmp/cifar10k/train \\
-        --val-dir /tmp/cifar/test --budget-min 45 --max-epochs 45 --probe-seeds 0 1 \\
+        --val-dir /tmp/cifar/test --budget-min 60 --max-epochs 70 --probe-seeds 0 1 \\
         --out runs/quality/cifar10
 
 and an ablation, same budget and seed, reported as a gain in points over the baseline:
