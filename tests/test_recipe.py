@@ -73,7 +73,7 @@ def test_misspelled_component_parameter_is_named(tmp_path: Path) -> None:
     text = MINIMAL.replace("k = 100", "k = 100\niteration = 5")
     (problem,) = problems_of(write(tmp_path, text))
     assert problem.startswith("clusterer.iteration: unknown key; did you mean 'iterations'?")
-    assert "Valid keys: iterations, k, max_points_per_centroid, name, verbose" in problem
+    assert "Valid keys: extra_k, iterations, k, max_points_per_centroid, name, verbose" in problem
 
 
 def test_list_sections_and_missing_keys_have_paths(tmp_path: Path) -> None:
