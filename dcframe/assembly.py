@@ -52,17 +52,17 @@ def build_components(recipe: Any) -> Components:
         loggers=[make(registries.loggers, logger) for logger in recipe.loggers],
         origins=origins,
     )
-    section = recipe.clusterer
-    parts.extra_clusterers = [
-        type(parts.clusterer)(
-            type(section).model_validate({**section.model_dump(), "k": k, "extra_k": []})
-        )
-        for k in section.extra_k
-    ]
+    parts.extra_clusterers = [with_k(parts.clusterer, k) for k in recipe.clusterer.extra_k]
     parts.dataset.decode_at_least(
         smallest_side_used(parts.backbone.input_size, recipe.augment.crop_scale_min)
     )
     return parts
+
+
+def with_k(clusterer: Clusterer, k: int) -> Clusterer:
+    """The same clusterer, parameters validated again, with ``k`` clusters."""
+    params = clusterer.params
+    return type(clusterer)(type(params).model_validate({**params.model_dump(), "k": k}))
 
 
 # ------------------------------------------------------------------------- checks

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcframe.assembly import Components, build_components, check_sizes, resolve_devices
+from dcframe.assembly import (
+    Components,
+    build_components,
+    check_sizes,
+    resolve_devices,
+    with_k,
+)
 from dcframe.bad_images import BadImagePolicy
 from dcframe.clustering import import_faiss
 from dcframe.errors import UserError
@@ -127,7 +133,7 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     data = _Slice(parts.dataset, picked)
     # The k-means of clusterer.k is timed; clusterer.extra_k's are projected from it below.
     sliced = dataclasses.replace(parts, dataset=data, extra_clusterers=[])
-    sliced.clusterer = _clusterer(parts, min(parts.clusterer.k, len(data)))
+    sliced.clusterer = with_k(parts.clusterer, min(parts.clusterer.k, len(data)))
     try:
         check_sizes(recipe, sliced, 1)
     except UserError as error:
@@ -179,7 +185,7 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     def cluster() -> object:
         rng = np.random.default_rng(recipe.run.seed)
         rows, _ = fit_chain(parts.preprocessors, raw, np.arange(len(raw)), BadImagePolicy(), rng)
-        return _clusterer(parts, k).cluster(rows, 1, devices.clusterer)
+        return with_k(parts.clusterer, k).cluster(rows, 1, devices.clusterer)
 
     def raw_faiss() -> object:
         return _raw_faiss(raw, parts, k)
@@ -253,12 +259,6 @@ def _decoded(loader: RunLoader, view: str, batch: int) -> list[tuple[torch.Tenso
     items = [Item(view, i, i, i if seeded else -1) for i in range(len(loader.dataset))]
     batches = loader.load([items[s : s + batch] for s in range(0, len(items), batch)])
     return [(images, index) for images, index, _ in batches]
-
-
-def _clusterer(parts: Components, k: int) -> Any:
-    """The recipe's clusterer with at most ``k`` clusters (a slice may have fewer images)."""
-    params = parts.clusterer.params.model_copy(update={"k": k})
-    return type(parts.clusterer)(params)
 
 
 def _raw_faiss(raw: np.ndarray, parts: Components, k: int) -> object:
