@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe's dataset is imagefolder)",
     )
     data.add_argument("--val-dir", type=Path, help="image folder of the validation split")
+    data.add_argument(
+        "--unlabelled-dir",
+        type=Path,
+        help="image folder DeepCluster trains on, when it is not --train-dir (e.g. all of "
+        "CIFAR-10's training images while the probes use a labelled subset); labels unused",
+    )
     data.add_argument("--limit-train", type=int, help="stratified subset of training images")
     data.add_argument("--limit-val", type=int, help="stratified subset of validation images")
     evaluation = parser.add_argument_group("evaluation")
@@ -393,10 +399,13 @@ def plan_variants(args: argparse.Namespace, variants: list[Variant]) -> list[Pla
     runs = (args.out / "runs").resolve()
     data_root: list[str] = []
     base = resolved_recipe(args.recipe, args.overrides, BASELINE)
-    if args.train_dir is not None and base["data"].get("name") == "imagefolder":
-        data_root = [f"data.root={args.train_dir.resolve()}"]  # train on the labelled split
-    elif args.train_dir is not None:
-        log(f"training reads the recipe's own data ({base['data'].get('name')}), not --train-dir")
+    folder = args.unlabelled_dir or args.train_dir  # default: train on the labelled split
+    if folder is not None and base["data"].get("name") == "imagefolder":
+        if not folder.is_dir():
+            raise BenchmarkError(f"{str(folder)!r} is not a folder: training has no images")
+        data_root = [f"data.root={folder.resolve()}"]
+    elif folder is not None:
+        log(f"training reads the recipe's own data ({base['data'].get('name')}), not {folder}")
     plans = []
     for variant in [Variant(BASELINE, ()), *variants]:
         place = [f"run.output_dir={runs}", f"run.name={variant.name}"]
@@ -747,6 +756,11 @@ def markdown(report: dict[str, Any]) -> str:
         f" (max epochs: {budgets['max_epochs'] or '-'})",
         f"- {data['train_images']} train / {data['val_images']} validation images, "
         f"{len(data['classes'])} classes; kNN k={budgets['knn_k']}; linear probe: {probe}",
+        *(
+            [f"- DeepCluster trained on {data['unlabelled_dir']}"]
+            if data.get("unlabelled_dir")
+            else []
+        ),
         f"- {info['cores']} cores, torch {info['torch']}, eval on {info['eval_device']}, "
         f"{info['platform']}",
         "",
@@ -837,7 +851,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "cuda": versions.get("cuda"),
         },
         "versions": versions,
-        "data": data_info,
+        # What eval read (labelled), then the folder training read when it is another.
+        "data": {**data_info, "unlabelled_dir": args.unlabelled_dir and str(args.unlabelled_dir)},
         "budgets": {
             "training_minutes": args.budget_min,
             "max_epochs": args.max_epochs,

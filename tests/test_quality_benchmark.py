@@ -203,3 +203,21 @@ def test_variant_syntax_keeps_list_values_whole() -> None:
     variant = load_script().parse_variant("both=optimizer.lr=0.1, augment.x=[1, 2],run.seed=3")
     assert variant.name == "both"
     assert variant.overrides == ("optimizer.lr=0.1", "augment.x=[1, 2]", "run.seed=3")
+
+
+def test_training_reads_the_unlabelled_folder_when_given(tmp_path: Path) -> None:
+    script = load_script()
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE)
+    (tmp_path / "labelled").mkdir()
+    (tmp_path / "all").mkdir()
+    common = [str(recipe), "--train-dir", str(tmp_path / "labelled"), "--budget-min", "1"]
+    common += ["--out", str(tmp_path / "q")]
+    plans = script.plan_variants(script.build_parser().parse_args(common), [])
+    assert plans[0].recipe["data"]["root"] == str((tmp_path / "labelled").resolve())
+    args = script.build_parser().parse_args([*common, "--unlabelled-dir", str(tmp_path / "all")])
+    plans = script.plan_variants(args, [])
+    assert plans[0].recipe["data"]["root"] == str((tmp_path / "all").resolve())
+    args.unlabelled_dir = tmp_path / "absent"
+    with pytest.raises(script.BenchmarkError, match="absent.*is not a folder"):
+        script.plan_variants(args, [])
