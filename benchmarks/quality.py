@@ -23,7 +23,9 @@ subset used there and gives its numbers):
         --val-dir /tmp/cifar/test --budget-min 60 --max-epochs 70 --probe-seeds 0 1 \\
         --out runs/quality/cifar10
 
-and an ablation, same budget and seed, reported as a gain in points over the baseline:
+(``--unlabelled-dir /tmp/cifar/train`` trains on all 50,000 training images instead, while
+kNN and probes keep the labelled subset), and an ablation, same budget and seed, reported
+as a gain in points over the baseline:
 
     python benchmarks/quality.py recipes/cifar10_paper.toml --train-dir /tmp/cifar10k/train \\
         --val-dir /tmp/cifar/test --budget-min 5 --skip-probe --out runs/quality/ablation \\
@@ -38,7 +40,8 @@ epochs the baseline fitted in the budget (or ``--max-epochs``), flagged ``over_b
 when it took longer than the budget.
 
 ``quality.json`` holds ``machine`` (cores, torch, platform, eval device), ``command``,
-``budgets``, ``data`` (images and classes, as dcframe eval read them), ``models`` (per
+``budgets``, ``data`` (images and classes, as dcframe eval read them, and
+``unlabelled_dir``: the folder training read instead of ``--train-dir``), ``models`` (per
 model, ``baseline``, each variant, ``random`` and ``random-<variant>`` for a variant of
 another architecture: ``knn`` top-1 per layer and ``linear`` per layer, ``last`` /
 ``best`` / ``mean_last_10``, each the ``mean`` over probe seeds, ``per_seed`` and
