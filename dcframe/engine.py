@@ -122,9 +122,10 @@ def cluster_images(
     k = parts.clusterer.k
     labels = parts.dataset.labels
     with _stage(seconds, epoch, "extract"):  # 1-3: features without the top layer, PCA, L2
-        features = _extract(epoch, run)
+        warnings: list[str] = []  # what the raw features showed (main process)
+        features = _extract(epoch, run, warnings)
         readable = bad_images.readable_mask()
-        warnings = features.check()
+        features.check()
         trainer.stop_if_asked("after the extraction pass")
     with _stage(seconds, epoch, "knn"):  # a learning signal from the features already there
         knn = None
@@ -180,9 +181,9 @@ def cluster_images(
     return np.stack([assignment, *(e.assignment for e in extra)]), metrics
 
 
-def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
+def _extract(epoch: int, run: RunContext, notes: list[str]) -> GatheredFeatures | ShardedFeatures:
     """This epoch's features: gathered on the main process, or left where they were embedded
-    for a clusterer that clusters distributed."""
+    for a clusterer that clusters distributed; ``notes`` gets what the raw ones showed."""
     trainer, parts, world = run.trainer, run.parts, run.trainer.world
     options: dict[str, Any] = {
         "sample_rng": epoch_rng(run.seed, epoch, _STREAM_PCA_SAMPLE),
@@ -194,6 +195,7 @@ def _extract(epoch: int, run: RunContext) -> GatheredFeatures | ShardedFeatures:
         "world": world,
         "view_cache": run.view_cache,
         "sink": None if run.head_inputs is None else run.head_inputs.add,
+        "notes": notes,
     }
     if run.head_inputs is not None:
         run.head_inputs.clear()

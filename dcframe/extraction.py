@@ -32,6 +32,22 @@ from dcframe.view_cache import ClusteringViewCache
 # Receives (dataset indices, raw float32 features) of every batch embedded.
 Sink = Callable[[np.ndarray, np.ndarray], None]
 
+COLLAPSE = "feature collapse: every image has the same feature (zero variance)"
+
+
+def collapse_notes(raw: np.ndarray, tolerance: float = 1e-5) -> list[str]:
+    """``[COLLAPSE]`` when every row of the raw (not yet preprocessed) features is the same.
+
+    Checked before the preprocessing because PCA whitening rescales whatever variance is
+    left, even float rounding between batches, and the L2 step then makes those rounding
+    differences unit-length rows: a collapse is only visible in the network's own output.
+    "The same" is relative to the features' magnitude, so rounding does not hide it.
+    """
+    if len(raw) < 2:
+        return []
+    spread = float(np.ptp(raw, axis=0).max())
+    return [COLLAPSE] if spread <= tolerance * float(np.abs(raw).max()) else []
+
 
 class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     """Images ``indices`` of a dcframe dataset, transformed, each paired with a target.
@@ -178,6 +194,7 @@ def extract_features(
     world: World | None = None,
     view_cache: ClusteringViewCache | None = None,
     sink: Sink | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray | None:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
@@ -188,11 +205,13 @@ def extract_features(
     In a distributed run (``world``) every process embeds its share of the sample and of
     the other images; the main process fits the chain, sends the fitted steps to every
     process, and receives every row: it returns the matrix, the other processes None.
-    ``sink`` gets the raw features of the images this process embeds.
+    ``sink`` gets the raw features of the images this process embeds; ``notes``, on the
+    main process, what :func:`collapse_notes` found in the raw features of the sample.
     """
     args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
     policy = bad_images or BadImagePolicy()
-    gathered, _ = _extract(*args, reporter, policy, world or World(), True, view_cache, sink)
+    where = (reporter, policy, world or World(), True, view_cache, sink, notes)
+    gathered, _ = _extract(*args, *where)
     return gathered
 
 
@@ -210,11 +229,12 @@ def extract_feature_shards(
     world: World,
     view_cache: ClusteringViewCache | None = None,
     sink: Sink | None = None,
+    notes: list[str] | None = None,
 ) -> FeatureShard:
     """As :func:`extract_features`, but every process keeps the rows it embedded (readable
     images only): no process ever holds the N x d matrix."""
     args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
-    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache, sink)
+    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache, sink, notes)
     assert shard is not None
     return shard
 
@@ -233,6 +253,7 @@ def _extract(
     gather: bool,
     view_cache: ClusteringViewCache | None,
     sink: Sink | None,
+    notes: list[str] | None,
 ) -> tuple[np.ndarray | None, FeatureShard | None]:
     n = len(loader.dataset)
     order = policy.readable(sample_rng.permutation(n))
@@ -267,6 +288,8 @@ def _extract(
 
     def fit_on_main() -> list[dict[str, Any]]:
         assert fitted is not None
+        if notes is not None:
+            notes.extend(collapse_notes(fitted))
         kept["rows"], kept["sample"] = fit_chain(chain, fitted, sample, policy, sample_rng)
         return [fitted_state(step) for step in chain]
 
@@ -289,6 +312,8 @@ def _extract(
         out[kept["sample"]] = kept.pop("rows")
     _embed_into(world, embed, rest, lambda index: index, out, chain, out_dim)
     policy.skipped.update(world.union(policy.skipped))
+    if out is not None and notes is not None and not chain:  # no sample: the rows are raw
+        notes.extend(collapse_notes(out[policy.readable(np.arange(n))]))
     return out, None
 
 

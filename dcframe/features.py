@@ -27,17 +27,15 @@ NOT_FINITE = (
 )
 
 
-def check_features(rows: np.ndarray) -> list[str]:
-    """Refuse NaN or inf features; warn when every image has the same feature.
+def check_features(rows: np.ndarray) -> None:
+    """Refuse NaN or inf features (a collapse is found earlier, in the raw features: see
+    :func:`dcframe.extraction.collapse_notes`).
 
     Raises:
         UserError: some feature is not finite (the network's weights have diverged).
     """
     if not np.isfinite(rows).all():
         raise UserError(NOT_FINITE)
-    if len(rows) > 1 and float(np.ptp(rows, axis=0).max()) == 0.0:
-        return ["feature collapse: every image has the same feature (zero variance)"]
-    return []
 
 
 def _describe(rows: int, dim: int, k: int) -> str:
@@ -111,8 +109,8 @@ class GatheredFeatures:
         assert self.matrix is not None
         return self.matrix if self.readable is None else self.matrix[self.readable]
 
-    def check(self) -> list[str]:
-        return self.world.run_on_main(lambda: check_features(self._rows()))
+    def check(self) -> None:
+        self.world.run_on_main(lambda: check_features(self._rows()))
 
     def knn_accuracy(
         self, labels: np.ndarray, signal: KnnSignal, rng: np.random.Generator
@@ -161,10 +159,9 @@ class ShardedFeatures:
     world: World
     readable: np.ndarray | None = None
 
-    def check(self) -> list[str]:
+    def check(self) -> None:
         if self.world.any(not np.isfinite(self.shard.rows).all()):
             raise UserError(NOT_FINITE)
-        return []  # a collapse still shows as a one-cluster assignment
 
     def knn_accuracy(
         self, labels: np.ndarray, signal: KnnSignal, rng: np.random.Generator

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dcframe import engine, recipe
 from dcframe.errors import UserError
+from dcframe.extraction import COLLAPSE, collapse_notes
 from dcframe.features import check_features
 from dcframe.files import atomic_write_bytes
 from dcframe.progress import Reporter
@@ -287,20 +288,30 @@ def test_finding_6_collapse_is_a_warning_and_metrics_stay_json() -> None:
     same = np.ones((5, 4), dtype=np.float32)
     with pytest.raises(UserError, match="NaN or infinite"):
         check_features(np.full((4, 3), np.nan, dtype=np.float32))
-    assert check_features(same) == [
-        "feature collapse: every image has the same feature (zero variance)"
-    ]
+    assert collapse_notes(same) == [COLLAPSE]
+    rounding = same + np.float32(1e-7) * np.arange(5, dtype=np.float32)[:, None]
+    assert collapse_notes(rounding) == [COLLAPSE]  # batch-to-batch rounding is no variance
+    assert collapse_notes(np.eye(5, 4, dtype=np.float32)) == []
     line = json_line({"epoch": 0, "train_loss": float("nan"), "seconds": {"x": float("inf")}})
     assert json.loads(line) == {"epoch": 0, "train_loss": None, "seconds": {"x": None}}
     assert "NaN" not in line
 
 
-def test_finding_6_collapsed_run_warns_in_console_and_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chain", ["pca, l2", "none"])
+def test_finding_6_collapsed_run_warns_in_console_and_metrics(tmp_path: Path, chain: str) -> None:
+    # Seen on the raw features: whitening turns the rounding between batches into variance.
     for path in image_folder(tmp_path / "images"):  # forty copies of one picture
         Image.new("RGB", (16, 16), (90, 30, 200)).save(path)
-    result = invoke(
-        "run", str(folder_recipe(tmp_path, tmp_path / "images")), "--set", "run.epochs=1"
-    )
+    recipe = folder_recipe(tmp_path, tmp_path / "images")
+    if chain == "none":
+        text = recipe.read_text()
+        steps = '[[preprocess]]\nname = "pca"\ndim = 8\n[[preprocess]]\nname = "l2"\n'
+        assert steps in text
+        text = text.replace(steps, "").replace(
+            "schema_version = 1", "preprocess = []\nschema_version = 1"
+        )
+        recipe.write_text(text)
+    result = invoke("run", str(recipe), "--set", "run.epochs=1")
     assert result.code == 0, result.stderr
     assert "warning: epoch 0: feature collapse" in " ".join(result.stderr.split())
     record = json.loads((tmp_path / "runs" / "folder" / "metrics.jsonl").read_text())
