@@ -19,12 +19,12 @@ CIFAR-10 is the reference set (JPEG class folders, e.g. the extracted
 ``../shared/data/cifar10_jpg.tar.gz``; docs/results.md builds the 10,000-image training
 subset used there and gives its numbers):
 
-    python benchmarks/quality.py recipes/cifar10.toml --train-dir /tmp/cifar10k/train \\
-        --val-dir /tmp/cifar/test --budget-min 60 --max-epochs 70 --probe-seeds 0 1 \\
-        --out runs/quality/cifar10
+    python benchmarks/quality.py recipes/cifar10.toml --unlabelled-dir /tmp/cifar/train \\
+        --train-dir /tmp/cifar10k/train --val-dir /tmp/cifar/test --budget-min 60 \\
+        --probe-seeds 0 1 --out runs/quality/cifar10
 
-(``--unlabelled-dir /tmp/cifar/train`` trains on all 50,000 training images instead, while
-kNN and probes keep the labelled subset), and an ablation, same budget and seed, reported
+(``--unlabelled-dir`` names the folder DeepCluster trains on, here all 50,000 training
+images, while kNN and probes use the labelled subset), and an ablation, same budget and seed, reported
 as a gain in points over the baseline:
 
     python benchmarks/quality.py recipes/cifar10_paper.toml --train-dir /tmp/cifar10k/train \\
