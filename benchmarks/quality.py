@@ -24,8 +24,8 @@ subset used there and gives its numbers):
         --probe-seeds 0 1 --out runs/quality/cifar10
 
 (``--unlabelled-dir`` names the folder DeepCluster trains on, here all 50,000 training
-images, while kNN and probes use the labelled subset), and an ablation, same budget and seed, reported
-as a gain in points over the baseline:
+images, while kNN and probes use the labelled subset), and an ablation, same budget and
+seed, reported as a gain in points over the baseline:
 
     python benchmarks/quality.py recipes/cifar10_paper.toml --train-dir /tmp/cifar10k/train \\
         --val-dir /tmp/cifar/test --budget-min 5 --skip-probe --out runs/quality/ablation \\
