@@ -215,7 +215,7 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.devices.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.devices.amp_dtype)
+        return torch.autocast(self.devices.network.type, dtype=self.devices.amp_dtype)
 
     def loader_for(self, dataset: Dataset) -> RunLoader:
         """The run's one loader of ``dataset``, for the extraction and the training passes."""

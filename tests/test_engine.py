@@ -92,7 +92,7 @@ def test_existing_run_is_never_overwritten(tiny_recipe: Path) -> None:
         ("clusterer.k=1000", "clusterer.k: 1000 clusters but the dataset has only 360 images"),
         ("preprocess.0.dim=64", "preprocess[0].dim: 64 is larger than"),
         ("run.device=cuda", "run.device: 'cuda' requested but PyTorch sees no CUDA"),
-        ("run.amp=bf16", "run.amp: autocast is for CUDA only"),
+        ("run.amp=fp16", "run.amp: fp16 autocast is for CUDA only"),
     ],
 )
 def test_impossible_requests_fail_before_any_work(
@@ -110,6 +110,25 @@ def test_unwritable_output_directory(tiny_recipe: Path, tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(UserError, match="run.output_dir: cannot write"):
         run(tiny_recipe, f"run.output_dir={json.dumps(str(blocker))}")
+
+
+def test_bf16_autocast_on_the_cpu(tiny_recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved = recipe.load(tiny_recipe, ["run.device=cpu", "run.amp=bf16"])
+    parts = assembly.build_components(resolved)
+    warnings: list[str] = []
+    reporter = Reporter(quiet=True)
+    monkeypatch.setattr(reporter, "warn", warnings.append)
+    monkeypatch.setattr(assembly, "cpu_has_bf16", lambda: True)
+    devices = assembly.resolve_devices(resolved.run, parts.clusterer, reporter)
+    assert devices.amp_dtype == torch.bfloat16 and not warnings
+    trainer = Trainer.create(resolved, parts.backbone, devices)
+    with trainer.autocast():
+        out = parts.backbone.embed(torch.zeros(2, 3, 32, 32))
+    assert out.dtype == torch.bfloat16  # the forward really ran in bf16
+
+    monkeypatch.setattr(assembly, "cpu_has_bf16", lambda: False)
+    assembly.resolve_devices(resolved.run, parts.clusterer, reporter)
+    assert len(warnings) == 1 and "emulated" in warnings[0] and "run.amp=off" in warnings[0]
 
 
 def test_trainer_optimizers_and_top_layer(tiny_recipe: Path) -> None:
