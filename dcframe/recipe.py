@@ -60,8 +60,8 @@ class RunSection(Params):
         "auto",
         description="Autocast precision for extraction and training. 'auto': on CUDA bf16 "
         "where the GPU supports it (Ampere and later), else off; on the CPU off (float32). "
-        "'bf16' also works on the CPU, about twice as fast where it has bf16 instructions "
-        "(AVX512-BF16 or AMX); 'fp16' is for CUDA only.",
+        "'bf16' also works on the CPU: faster where it has bf16 instructions (AVX512-BF16 "
+        "or AMX), emulated and slower elsewhere; 'fp16' is for CUDA only.",
     )
     compile: bool = Field(
         False,
