@@ -23,11 +23,11 @@ import torch
 from dcframe.components.backbones import AlexNet, AlexNetParams
 from dcframe.components.datasets import ImageFolder, ImageFolderParams
 from dcframe.components.preprocessors import L2Normalize, PCAParams, PCAWhitening
-from dcframe.extraction import extract_features
-from dcframe.loading import RunLoader, run_views
-from dcframe.params import NoParams
-from dcframe.progress import Reporter
-from dcframe.transforms import TrainingView
+from dcframe.core.params import NoParams
+from dcframe.core.progress import Reporter
+from dcframe.data.loading import RunLoader, run_views
+from dcframe.data.transforms import TrainingView
+from dcframe.engine.extraction import extract_features
 
 
 def measure(data: ImageFolder, net: AlexNet, fit_sample: int, batch_size: int) -> tuple[int, float]:

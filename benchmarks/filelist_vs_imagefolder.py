@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 from dcframe import engine, recipe
-from dcframe.progress import Reporter
+from dcframe.core.progress import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
 

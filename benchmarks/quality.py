@@ -495,7 +495,7 @@ class Model:
 def tap_names(backbone: str) -> tuple[str, ...]:
     """The backbone's conv taps, in order (the class says; no model is built)."""
     from dcframe import registries
-    from dcframe.errors import UserError
+    from dcframe.core.errors import UserError
 
     try:
         return tuple(registries.backbones.get(backbone).cls.tap_names)

@@ -7,7 +7,8 @@ does not import torch):
 * :func:`dcframe.train`: run or resume it; returns the run directory.
 * :func:`dcframe.load_backbone`: a run's (or an official checkpoint's) trunk as a frozen
   feature extractor.
-* :mod:`dcframe.registries`: the component registries, for listing or adding components.
+* ``dcframe.registries``: the component registries (:mod:`dcframe.core.kinds`), for listing or
+  adding components.
 
 Everything else is internal and may change between versions.
 """
@@ -24,8 +25,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 if TYPE_CHECKING:
-    from dcframe import registries
     from dcframe.api import load_backbone, load_recipe, train
+    from dcframe.core import kinds as registries
 
 __all__ = ["__version__", "load_backbone", "load_recipe", "registries", "train"]
 
@@ -37,7 +38,7 @@ def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(import_module("dcframe.api"), name)
     if name == "registries":
-        return import_module("dcframe.registries")
+        return import_module("dcframe.core.kinds")
     raise AttributeError(f"module 'dcframe' has no attribute {name!r}")
 
 

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from dcframe.interfaces import Backbone
-    from dcframe.rundir import RunDirectory
+    from dcframe.core.interfaces import Backbone
+    from dcframe.store.rundir import RunDirectory
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:
@@ -41,8 +41,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:
         are attributes: ``recipe.run.epochs``, ``recipe.backbone.name``).
 
     Raises:
-        dcframe.errors.UserError: the file is missing or is not TOML.
-        dcframe.errors.RecipeError: every validation problem, one ``path: message`` each.
+        dcframe.core.errors.UserError: the file is missing or is not TOML.
+        dcframe.core.errors.RecipeError: every validation problem, one ``path: message`` each.
     """
     from dcframe import recipe
 
@@ -61,11 +61,11 @@ def train(recipe: Any, resume: bool = False, *, quiet: bool = False) -> RunDirec
         The run directory (``.path`` is ``<run.output_dir>/<run.name>``).
 
     Raises:
-        dcframe.errors.UserError: anything the user can fix (recipe, data, machine), all
+        dcframe.core.errors.UserError: anything the user can fix (recipe, data, machine), all
             checked before the first epoch where possible.
     """
     from dcframe import engine
-    from dcframe.progress import Reporter
+    from dcframe.core.progress import Reporter
 
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe)
@@ -112,7 +112,7 @@ class FeatureExtractor(nn.Module):
     def transform(self) -> Any:
         """The torchvision transform that turns a PIL image into this model's input: resize,
         centre crop to ``input_size``, ToTensor, ImageNet normalisation (the clustering view)."""
-        from dcframe.transforms import clustering_transform
+        from dcframe.data.transforms import clustering_transform
 
         return clustering_transform(self.input_size)
 
@@ -128,11 +128,11 @@ def load_backbone(run_dir_or_checkpoint: str | Path, epoch: int | None = None) -
             checkpoint (kept every ``run.checkpoint_every`` epochs).
 
     Raises:
-        dcframe.errors.UserError: not a run directory or checkpoint, no such epoch, or
+        dcframe.core.errors.UserError: not a run directory or checkpoint, no such epoch, or
             weights that do not fit the architecture.
     """
-    from dcframe.evaluation.models import load_model
     from dcframe.evaluation.options import ModelOptions
+    from dcframe.store.trained import load_model
 
     options = ModelOptions(path=str(run_dir_or_checkpoint), epoch=epoch)
     loaded = load_model(options)

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from dcframe.describe import ParameterRow, parameter_rows
-from dcframe.params import Params
+from dcframe.core.describe import ParameterRow, parameter_rows
+from dcframe.core.params import Params
 
 # ----------------------------------------------------------------------- markdown
 
@@ -200,7 +200,7 @@ def _fixed_section(key: str, model: type[Params]) -> str:
 
 
 def _component_section(section: str, registry: Any, default: Any, description: str) -> str:
-    from dcframe.recipe import LIST_SECTIONS, SECTION_MIXINS
+    from dcframe.recipe.sections import LIST_SECTIONS, SECTION_MIXINS
 
     header = f"[[{section}]]" if section in LIST_SECTIONS else f"[{section}]"
     presence = "Required." if default is None else f"Optional; default `{_toml_value(default)}`."
@@ -247,13 +247,14 @@ def recipe_reference() -> str:
     the pydantic parameter models, so a changed description, default or bound in the code
     changes this page with no other edit.
     """
-    from dcframe import __version__, registries
-    from dcframe.recipe import (
+    from dcframe import __version__
+    from dcframe.core import kinds
+    from dcframe.recipe import recipe_model
+    from dcframe.recipe.sections import (
         COMPONENT_SECTIONS,
         LIST_SECTIONS,
         SCHEMA_VERSION,
         SECTION_DEFAULTS,
-        recipe_model,
     )
 
     model = recipe_model()
@@ -280,7 +281,7 @@ def recipe_reference() -> str:
     intro = [
         "# Recipe reference",
         "Generated from the code when this site was built (dcframe "
-        f"{__version__}, {_plugins_summary(registries.ALL)}): every section a recipe may "
+        f"{__version__}, {_plugins_summary(kinds.ALL)}): every section a recipe may "
         "contain and every installed component with its parameters. "
         "`dcframe plugins show NAME` prints the same for one component, and "
         "`dcframe recipe schema` prints the JSON schema.",

@@ -27,7 +27,7 @@ import torch
 from dcframe import extraction
 from dcframe.cli import main
 from dcframe.components.clusterers import FaissKMeans
-from dcframe.loading import TRAINING, RunLoader
+from dcframe.data.loading import TRAINING, RunLoader
 
 calls = {"n": 0}
 SIGNAL = {"sig": signal.SIGKILL}

@@ -16,7 +16,7 @@ from torch import nn
 
 import dcframe
 from dcframe.components.backbones import ResNet50
-from dcframe.errors import RecipeError, UserError
+from dcframe.core.errors import RecipeError, UserError
 from tests.conftest import REPO, invoke
 
 DOCS = REPO / "docs"
@@ -47,7 +47,7 @@ def test_import_dcframe_loads_the_api_lazily() -> None:
         "import sys, dcframe\n"
         "assert 'torch' not in sys.modules and 'dcframe.api' not in sys.modules\n"
         "assert {'load_recipe', 'train', 'load_backbone', 'registries'} <= set(dir(dcframe))\n"
-        "dcframe.registries\n"
+        "dcframe.core.kinds\n"
         "assert 'torch' not in sys.modules, 'registries imported torch'\n"
         "dcframe.load_recipe\n"
         "assert 'dcframe.api' in sys.modules\n"
@@ -63,7 +63,7 @@ def test_load_recipe_applies_overrides_and_reports_problems(tmp_path: Path) -> N
     assert recipe.backbone.name == "alexnet"
     with pytest.raises(RecipeError, match="run.epochs"):
         dcframe.load_recipe(REPO / "recipes" / "quickstart.toml", ["run.epochs=0"])
-    assert dcframe.registries.backbones.get("alexnet").name == "alexnet"
+    assert dcframe.core.kinds.backbones.get("alexnet").name == "alexnet"
 
 
 def _resnet_run(root: Path) -> nn.Module:

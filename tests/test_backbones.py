@@ -19,8 +19,8 @@ from dcframe.components.backbones import (
     Sobel,
     VGG16Params,
 )
-from dcframe.errors import UserError
-from dcframe.interfaces import Backbone, BackboneParams, summary_of
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone, BackboneParams, summary_of
 
 M = TypeVar("M", bound=nn.Module)
 

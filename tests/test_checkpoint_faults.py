@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from dcframe.checkpoint_file import read_checkpoint
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.store.checkpoint_file import read_checkpoint
 from tests.conftest import invoke
 
 

@@ -11,9 +11,9 @@ from dcframe.components.clusterers import (
     SklearnKMeans,
     SklearnKMeansParams,
 )
-from dcframe.errors import UserError
-from dcframe.interfaces import Clusterer, Clustering
-from dcframe.metrics import cluster_size_stats, nmi
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.engine.metrics import cluster_size_stats, nmi
 
 
 def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dcframe import registries
-from dcframe.testing import check_component
+from dcframe.core.contract import check_component
 
 # Datasets of files in a given format are checked on files of that format made for the
 # purpose (tests/test_dataset_formats.py); the others on their defaults or an image folder.
@@ -50,9 +50,9 @@ def test_checks_catch_broken_components() -> None:
     from pydantic import Field
 
     from dcframe.components.samplers import UniformClusterSampler
-    from dcframe.interfaces import Clusterer, ClustererParams, Clustering
-    from dcframe.params import Params
-    from dcframe.testing import check_clusterer, check_params_model, check_sampler
+    from dcframe.core.contract import check_clusterer, check_params_model, check_sampler
+    from dcframe.core.interfaces import Clusterer, ClustererParams, Clustering
+    from dcframe.core.params import Params
 
     class Undocumented(Params):
         size: int = Field(3)

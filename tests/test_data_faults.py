@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from dcframe.components.datasets import ImageFolder, ImageFolderParams
-from dcframe.errors import BadImageError, UserError
-from dcframe.images import to_rgb
+from dcframe.core.errors import BadImageError, UserError
+from dcframe.data.images import to_rgb
 
 
 def save_png(path: Path, value: int = 100) -> Path:

@@ -29,9 +29,9 @@ from dcframe.components.datasets import (
     WebDataset,
     WebDatasetParams,
 )
-from dcframe.errors import BadImageError, UserError
-from dcframe.progress import Reporter
-from dcframe.testing import check_component
+from dcframe.core.contract import check_component
+from dcframe.core.errors import BadImageError, UserError
+from dcframe.core.progress import Reporter
 from tests.conftest import TINY_RECIPE, invoke
 
 

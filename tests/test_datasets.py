@@ -14,7 +14,7 @@ from dcframe.components.datasets import (
     SklearnDigits,
     SklearnDigitsParams,
 )
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 
 def save_image(path: Path, value: int) -> None:

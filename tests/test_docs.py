@@ -29,7 +29,7 @@ import typer.main
 from dcframe import docgen, recipe, registries
 from dcframe.cli import app
 from dcframe.components.clusterers import FaissKMeansParams
-from dcframe.describe import parameter_rows
+from dcframe.core.describe import parameter_rows
 from tests.conftest import make_distribution
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,8 +219,8 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from dcframe.interfaces import Sampler
-from dcframe.params import Params
+from dcframe.core.interfaces import Sampler
+from dcframe.core.params import Params
 
 
 class ProbeParams(Params):

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from dcframe import assembly, engine, recipe
-from dcframe.errors import UserError
-from dcframe.extraction import embed_batches, extract_features
-from dcframe.loading import RunLoader, run_views
-from dcframe.progress import Reporter
-from dcframe.training import Trainer
-from dcframe.transforms import TrainingView
+from dcframe.core.errors import UserError
+from dcframe.core.progress import Reporter
+from dcframe.data.loading import RunLoader, run_views
+from dcframe.data.transforms import TrainingView
+from dcframe.engine.extraction import embed_batches, extract_features
+from dcframe.engine.training import Trainer
 
 QUIET = Reporter(quiet=True)
 

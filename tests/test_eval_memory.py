@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.data.transforms import clustering_transform
 from dcframe.evaluation import knn, store
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.data import EvalData, Split, data_options, image_loader, load_data
@@ -29,7 +30,6 @@ from dcframe.evaluation.linear_probe import (
 )
 from dcframe.evaluation.options import EMBED, LinearProbeOptions
 from dcframe.evaluation.store import FeatureCache, FeatureFile
-from dcframe.transforms import clustering_transform
 from tests.conftest import invoke
 from tests.test_evaluation import TINY_SET, runtime, tiny_alexnet
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from dcframe.components.backbones import VGG16, AlexNet, AlexNetParams, VGG16Params
 from dcframe.components.backbones.sobel import SOBEL_X, SOBEL_Y
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.data.transforms import clustering_transform
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.cluster_metrics import cluster_scores, clustering_accuracy
 from dcframe.evaluation.data import data_options, load_data, stratified_subset
@@ -30,7 +31,6 @@ from dcframe.evaluation.linear_probe import (
     eval_transform,
     linear_probe,
 )
-from dcframe.evaluation.models import load_model, load_official, read_checkpoint
 from dcframe.evaluation.options import (
     EMBED,
     LinearProbeOptions,
@@ -38,7 +38,7 @@ from dcframe.evaluation.options import (
     RunOptions,
 )
 from dcframe.evaluation.runtime import Runtime
-from dcframe.transforms import clustering_transform
+from dcframe.store.trained import load_model, load_official, read_checkpoint
 from tests.conftest import invoke
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")

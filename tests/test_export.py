@@ -12,9 +12,9 @@ import torchvision
 from torch import nn
 
 from dcframe.components.backbones import VGG16, ResNet50
-from dcframe.errors import UserError
-from dcframe.export import export, torchvision_state_dict
-from dcframe.interfaces import Backbone
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone
+from dcframe.tools.export import export, torchvision_state_dict
 from tests.conftest import invoke
 
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}

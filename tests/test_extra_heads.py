@@ -13,9 +13,9 @@ from torch import nn
 
 from dcframe import engine, recipe
 from dcframe.components.backbones import AlexNet, AlexNetParams
-from dcframe.errors import UserError
-from dcframe.progress import Reporter
-from dcframe.training import WithExtraHeads, mean_cross_entropy
+from dcframe.core.errors import UserError
+from dcframe.core.progress import Reporter
+from dcframe.engine.training import WithExtraHeads, mean_cross_entropy
 from tests.conftest import run_cli
 
 QUIET = Reporter(quiet=True)

@@ -16,20 +16,20 @@ import torch
 from torch import nn
 
 from dcframe import recipe
-from dcframe.assembly import build_components
 from dcframe.components.backbones import VGG16, AlexNet, AlexNetParams, ResNet50, VGG16Params
-from dcframe.components.backbones._common import ConvFcBackbone, flat_dim
-from dcframe.components.params import (
+from dcframe.components.backbones.conv_fc import ConvFcBackbone, flat_dim
+from dcframe.components.builtin_params import (
     ALEXNET_MIN_INPUT_SIZE,
     VGG16_MIN_INPUT_SIZE,
     alexnet_windows,
     side_after,
     smallest_input_size,
 )
-from dcframe.errors import RecipeError
-from dcframe.interfaces import Backbone
-from dcframe.params import BackboneParams
-from dcframe.transforms import clustering_transform
+from dcframe.core.errors import RecipeError
+from dcframe.core.interfaces import Backbone
+from dcframe.core.params import BackboneParams
+from dcframe.data.transforms import clustering_transform
+from dcframe.engine.setup import build_components
 
 SIZES = (32, 64, 96, 128, 160, 224)
 

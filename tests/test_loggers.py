@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dcframe import engine, recipe
-from dcframe.errors import RecipeError
-from dcframe.progress import Reporter
+from dcframe.core.errors import RecipeError
+from dcframe.core.progress import Reporter
 from tests.conftest import make_distribution
 
 QUIET = Reporter(quiet=True)
@@ -78,7 +78,7 @@ def test_a_plugin_logger_receives_the_run_and_cannot_break_it(
         {
             "memo_logger": """
             import json
-            from dcframe.interfaces import Logger
+            from dcframe.core.interfaces import Logger
 
             class Memo(Logger):
                 '''Remembers what it was given, in a file.'''
@@ -118,7 +118,7 @@ def test_a_plugin_logger_receives_the_run_and_cannot_break_it(
 
 
 def test_gallery_shows_the_largest_clusters_nearest_first() -> None:
-    from dcframe.galleries import gallery_grid
+    from dcframe.engine.galleries import gallery_grid
 
     assignment = np.array([0, 0, 0, 1, 1, 2, -1])
     distances = np.array([3.0, 1.0, 2.0, 5.0, 4.0, 0.0, np.nan], dtype=np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from dcframe.metrics import ClusterSizeStats, cluster_size_stats, nmi
+from dcframe.engine.metrics import ClusterSizeStats, cluster_size_stats, nmi
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -61,8 +61,8 @@ def test_leave_one_out_knn_is_eval_knn_with_each_query_left_out() -> None:
     removed from the labelled rows, query by query."""
     import torch
 
+    from dcframe.engine.metrics import leave_one_out_knn
     from dcframe.evaluation.knn import knn_votes
-    from dcframe.metrics import leave_one_out_knn
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 120)
@@ -86,7 +86,7 @@ def test_leave_one_out_knn_is_eval_knn_with_each_query_left_out() -> None:
 
 def test_knn_candidates_of_shards_merge_to_the_whole() -> None:
     """Searching two halves apart and merging their candidates gives the whole's answer."""
-    from dcframe.metrics import knn_vote_accuracy, leave_one_out_knn, nearest_others
+    from dcframe.engine.metrics import knn_vote_accuracy, leave_one_out_knn, nearest_others
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 90)

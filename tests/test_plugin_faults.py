@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dcframe import registries
-from dcframe.errors import PluginLoadError
-from dcframe.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
+from dcframe.core.errors import PluginLoadError
+from dcframe.core.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
 from tests.conftest import TINY_RECIPE, invoke, make_distribution
 
 #: A working clusterer plugin: scikit-learn's k-means under another name.
@@ -35,7 +35,7 @@ sys.exit(3)
 
 UNRESOLVABLE_MODULE = '''
 from dcframe.components.clusterers import SklearnKMeans
-from dcframe.interfaces import ClustererParams
+from dcframe.core.interfaces import ClustererParams
 
 
 class BrokenParams(ClustererParams):

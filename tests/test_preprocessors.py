@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcframe.components.preprocessors import L2Normalize, PCAParams, PCAWhitening
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 
 def _anisotropic(num_rows: int, dim: int, seed: int = 0) -> np.ndarray:

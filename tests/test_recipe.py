@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dcframe import recipe
-from dcframe.errors import RecipeError, UserError
+from dcframe.core.errors import RecipeError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, ValidationError
 
 from dcframe import recipe
-from dcframe.params import Params
+from dcframe.core.params import Params
 from tests.conftest import invoke
 
 REPO = Path(__file__).resolve().parents[1]

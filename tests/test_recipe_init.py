@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dcframe import recipe
-from dcframe.recipe_init import FolderSurvey, choose
+from dcframe.recipe.starter import FolderSurvey, choose
 from tests.conftest import invoke
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from dcframe import registries
-from dcframe.errors import PluginLoadError, UnknownComponentError, UserError
-from dcframe.interfaces import Clusterer, Sampler
-from dcframe.registry import Origin, Registry
+from dcframe.core.errors import PluginLoadError, UnknownComponentError, UserError
+from dcframe.core.interfaces import Clusterer, Sampler
+from dcframe.core.registry import Origin, Registry
 from tests.conftest import make_distribution
 
 MINIBATCH_MODULE = '''
@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 from sklearn.cluster import MiniBatchKMeans as _MiniBatch
 
-from dcframe.interfaces import Clusterer, ClustererParams, Clustering
+from dcframe.core.interfaces import Clusterer, ClustererParams, Clustering
 
 
 class MiniBatchParams(ClustererParams):
@@ -78,7 +78,7 @@ def test_add_rejects_wrong_type_bad_name_and_duplicates() -> None:
     here = Origin("dcframe", "0", "tests")
     there = Origin("other-dist", "9.9", "other.module")
     registry.add("uniform", UniformClusterSampler, here)
-    with pytest.raises(UserError, match="not a subclass of dcframe.interfaces.Sampler"):
+    with pytest.raises(UserError, match="not a subclass of dcframe.core.interfaces.Sampler"):
         registry.add("thing", int, here)
     with pytest.raises(UserError, match="name 'Bad Name'"):
         registry.add("Bad Name", RandomSampler, here)

@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 
 from dcframe import engine, recipe
-from dcframe.errors import UserError
-from dcframe.extraction import COLLAPSE, collapse_notes
-from dcframe.features import check_features
-from dcframe.files import atomic_write_bytes
-from dcframe.progress import Reporter
-from dcframe.rundir import json_line
-from dcframe.runlock import locked
+from dcframe.core.errors import UserError
+from dcframe.core.files import atomic_write_bytes
+from dcframe.core.progress import Reporter
+from dcframe.engine.epoch_features import check_features
+from dcframe.engine.extraction import COLLAPSE, collapse_notes
+from dcframe.store.lock import locked
+from dcframe.store.rundir import json_line
 from tests.conftest import REPO, TINY_RECIPE, invoke
 
 QUIET = Reporter(quiet=True)

@@ -14,9 +14,9 @@ from PIL import Image
 
 from dcframe import engine, recipe
 from dcframe.components.datasets import ImageFolder, ImageFolderParams
-from dcframe.progress import Reporter
-from dcframe.training import loader_workers
-from dcframe.transforms import PixelsOfClusteringView, smallest_side_used
+from dcframe.core.progress import Reporter
+from dcframe.data.transforms import PixelsOfClusteringView, smallest_side_used
+from dcframe.engine.training import loader_workers
 from tests.conftest import invoke
 
 QUIET = Reporter(quiet=True)

@@ -32,7 +32,7 @@ def _loaded_after(code: str) -> list[str]:
     [
         "import dcframe",
         "import dcframe.cli",
-        "import dcframe.registries, dcframe.registry",
+        "import dcframe.core.kinds, dcframe.core.registry",
         "from dcframe.cli import main\nimport contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])\n    main(['--version'])",

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from dcframe import engine, recipe
-from dcframe.distributed import World
-from dcframe.progress import Reporter
-from dcframe.schedule import LearningRate
-from dcframe.top_init import HeadInputs
-from dcframe.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainingView
+from dcframe.core.distributed import World
+from dcframe.core.progress import Reporter
+from dcframe.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainingView
+from dcframe.engine.schedule import LearningRate
+from dcframe.engine.top_init import HeadInputs
 
 QUIET = Reporter(quiet=True)
 

@@ -1,6 +1,6 @@
 """The ``dcframe`` command line and its single error boundary.
 
-User errors (:class:`~dcframe.errors.UserError`, bad command-line usage) print a short
+User errors (:class:`~dcframe.core.errors.UserError`, bad command-line usage) print a short
 message on stderr and exit with code 2; anything else is a bug: traceback, exit code 1.
 """
 
@@ -26,7 +26,7 @@ from dcframe.cli import (
     report_cmd,
     run_cmd,
 )
-from dcframe.errors import MainProcessStopped, RecipeError, RunStopped, UserError
+from dcframe.core.errors import MainProcessStopped, RecipeError, RunStopped, UserError
 
 app = typer.Typer(
     name="dcframe",

@@ -1,4 +1,7 @@
-"""``dcframe bench``: each stage of an epoch timed against its floor (see :mod:`dcframe.bench`)."""
+"""``dcframe bench``: each stage of an epoch timed against its floor.
+
+The measuring is :mod:`dcframe.tools.bench`; this module is its command line.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ def bench(
     """Time extraction, clustering and training against their floors, measured in this run."""
     # Imported here, not at the top, so that `dcframe --help` stays fast.
     from dcframe import recipe as recipes
-    from dcframe.bench import bench as run_bench
-    from dcframe.progress import Reporter
+    from dcframe.core.progress import Reporter
+    from dcframe.tools.bench import bench as run_bench
 
     resolved = recipes.load(recipe, overrides)
     report = run_bench(resolved, images, repeat, Reporter(quiet=as_json))

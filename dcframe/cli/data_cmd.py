@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from dcframe.cli.recipe_cmd import Overrides, RecipePath
-from dcframe.errors import BadImageError, UserError
+from dcframe.core.errors import BadImageError, UserError
 
 if TYPE_CHECKING:
-    from dcframe.interfaces import Dataset
+    from dcframe.core.interfaces import Dataset
 
 app = typer.Typer(no_args_is_help=True, help="Check a recipe's data before running it.")
 
@@ -95,7 +95,7 @@ def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
 
 def _write_list(path: Path, bad: list[Outcome]) -> None:
     """The full list of unreadable images, in the run directory's skipped_images.tsv format."""
-    from dcframe.bad_images import unreadable_tsv  # imports torch
+    from dcframe.data.bad_images import unreadable_tsv  # imports torch
 
     text = unreadable_tsv((o.index, o.path, o.reason or "") for o in bad)
     try:
@@ -130,12 +130,12 @@ def check(
     """Open every image of the recipe's dataset once (exit code 0 if all are readable, else 2)."""
     # Imported here, not at the top, so that `dcframe --help` stays fast.
     from dcframe import recipe as recipes
-    from dcframe import registries
-    from dcframe.progress import Reporter
+    from dcframe.core import kinds
+    from dcframe.core.progress import Reporter
 
     resolved: Any = recipes.load(recipe, overrides)
     section = resolved.data
-    dataset: Dataset = registries.datasets.get(section.name).cls(section)
+    dataset: Dataset = kinds.datasets.get(section.name).cls(section)
     total = len(dataset)
     threads = workers or os.cpu_count() or 1
     bad: list[Outcome] = []

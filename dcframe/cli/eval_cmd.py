@@ -28,7 +28,8 @@ import typer
 from pydantic import ValidationError
 
 from dcframe.cli.tables import print_table
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.core.params import Params
 from dcframe.evaluation.options import (
     ClusterOptions,
     DataOptions,
@@ -37,13 +38,12 @@ from dcframe.evaluation.options import (
     ModelOptions,
     RunOptions,
 )
-from dcframe.params import Params
 
 if TYPE_CHECKING:
     from dcframe.evaluation.data import EvalData
     from dcframe.evaluation.features import FrozenFeatures
-    from dcframe.evaluation.models import EvalModel
     from dcframe.evaluation.runtime import Runtime
+    from dcframe.store.trained import EvalModel
 
 # The evaluation modules (torch, torchvision, faiss, scikit-learn, the registries) are
 # imported by the commands themselves, so that `dcframe --help` and failing option checks
@@ -235,8 +235,8 @@ def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
 
     from dcframe.evaluation.data import data_options, load_data
     from dcframe.evaluation.features import FrozenFeatures
-    from dcframe.evaluation.models import load_model
     from dcframe.evaluation.runtime import Runtime
+    from dcframe.store.trained import load_model
 
     def path_or_none(name: str) -> str | None:
         return None if given[name] is None else str(given[name])
@@ -329,7 +329,7 @@ def _finish(
     rows: list[list[str]],
 ) -> None:
     """Keep the results (their own file, a line in the index), then show them."""
-    from dcframe.rundir import versions
+    from dcframe.store.rundir import versions
 
     model = session.model
     tag = model.tag

@@ -44,8 +44,8 @@ def export(
 ) -> None:
     """Write the trunk's weights under torchvision's keys (VGG16 -> vgg16_bn, ResNet-50 ->
     resnet50; the top layer is dropped), loadable with load_state_dict(strict=True)."""
-    from dcframe.export import TORCHVISION_HEADS
-    from dcframe.export import export as write_export
+    from dcframe.tools.export import TORCHVISION_HEADS
+    from dcframe.tools.export import export as write_export
 
     summary = write_export(run_dir, out, format.value, epoch)
     arch = str(summary["torchvision_model"])

@@ -2,7 +2,7 @@
 
 Entry-point loading obeys ``DCFRAME_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value: only
 built-ins) and ``DCFRAME_BLOCK_PLUGINS`` (comma-separated entry-point or distribution names
-not to import); see :mod:`dcframe.registry`.
+not to import); see :mod:`dcframe.core.registry`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from dcframe.cli.tables import print_table
-from dcframe.errors import UserError
-from dcframe.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
+from dcframe.core.errors import UserError
+from dcframe.core.registry import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
 
 # The registries (and through them the component interfaces and torch) are imported by
 # the commands, so that `dcframe --help` stays fast.
@@ -45,17 +45,17 @@ def list_components(json_output: JsonFlag = False) -> None:
     DCFRAME_DISABLE_PLUGIN_AUTOLOAD=1 (no plugins are loaded, only built-ins) or
     DCFRAME_BLOCK_PLUGINS=NAME,... (entry-point or distribution names not to import).
     """
-    from dcframe import registries
+    from dcframe.core import kinds
 
     rows: list[dict[str, str]] = []
-    for registry in registries.ALL:
+    for registry in kinds.ALL:
         for entry in registry:
             rows.append(_row(registry.kind, entry.name, str(entry.origin), "ok", entry.summary))
         for failed in registry.failed:
             rows.append(
                 _row(registry.kind, failed.name, str(failed.origin), failed.status, failed.message)
             )
-    disabled = any(r.autoload_disabled for r in registries.ALL)
+    disabled = any(r.autoload_disabled for r in kinds.ALL)
     if json_output:
         print(json.dumps({"components": rows, "plugins_loaded": not disabled}, indent=2))
         return
@@ -90,16 +90,16 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """Description, origin and parameters (type, default, bounds) of one component."""
-    from dcframe import registries
-    from dcframe.describe import parameter_rows
+    from dcframe.core import kinds
+    from dcframe.core.describe import parameter_rows
 
-    matches = [r for r in registries.find_anywhere(name) if kind in (None, r.kind)]
+    matches = [r for r in kinds.find_anywhere(name) if kind in (None, r.kind)]
     if not matches:
-        known = sorted({e.name for r in registries.ALL for e in r})
+        known = sorted({e.name for r in kinds.ALL for e in r})
         raise UserError(f"no component called {name!r}. Installed: {', '.join(known)}")
     if len(matches) > 1:
-        kinds = ", ".join(r.kind for r in matches)
-        raise UserError(f"{name!r} is a {kinds}; choose with --kind")
+        found_in = ", ".join(r.kind for r in matches)
+        raise UserError(f"{name!r} is a {found_in}; choose with --kind")
     registry = matches[0]
     entry = registry.get(name)  # raises the plugin's load error when it failed
     parameters = [

@@ -78,7 +78,7 @@ def init(
 ) -> None:
     """Write a commented starter recipe for a folder of images: k, input size, PCA dim
     and epochs chosen from the image count, the class sub-folders and the image sizes."""
-    from dcframe.recipe_init import write_starter_recipe
+    from dcframe.recipe.starter import write_starter_recipe
 
     found, choices = write_starter_recipe(folder, out)
     w, h = found.median_size

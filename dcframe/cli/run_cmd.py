@@ -40,7 +40,7 @@ def run(
     # Imported here, not at the top, so that `dcframe --help` stays fast.
     from dcframe import engine
     from dcframe import recipe as recipes
-    from dcframe.progress import Reporter
+    from dcframe.core.progress import Reporter
 
     resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -58,7 +58,7 @@ def run(
 
 def _write_report(run_dir: Path, reporter: Any) -> Path | None:
     """The report of the finished run; a failure to make it is a warning, not the run's."""
-    from dcframe.errors import UserError
+    from dcframe.core.errors import UserError
     from dcframe.report import write_report
 
     try:

@@ -1,7 +1,7 @@
 """The parameters models of the built-in components, apart from the components.
 
 The components' modules import torch; these models do not, so a recipe naming built-in
-components is validated without importing them (see :class:`dcframe.registry.Builtin`).
+components is validated without importing them (see :class:`dcframe.core.registry.Builtin`).
 Each component's module re-exports its model.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from dcframe.params import (
+from dcframe.core.params import (
     MAX_INPUT_SIZE,
     MIN_INPUT_SIZE,
     SMALL_INPUT_SIZE,

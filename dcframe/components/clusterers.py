@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dcframe.clustering import check_device, check_k, float32_rows, import_faiss
-from dcframe.components.params import FaissKMeansParams, SklearnKMeansParams
-from dcframe.interfaces import Clusterer, Clustering
-from dcframe.params import Params
+from dcframe.components.builtin_params import FaissKMeansParams, SklearnKMeansParams
+from dcframe.core.clustering import check_device, check_k, float32_rows, import_faiss
+from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.core.params import Params
 
 # faiss seeds are C ints (a negative one means "seed from the clock"); sklearn's
 # random_state must fit in 32 unsigned bits.

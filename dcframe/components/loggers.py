@@ -6,11 +6,11 @@ import csv
 import io
 from typing import Any
 
-from dcframe.components.params import TensorBoardParams
-from dcframe.errors import UserError
-from dcframe.files import atomic_write_bytes
-from dcframe.interfaces import EpochRecord, Logger, RunInfo
-from dcframe.rundir import RunDirectory
+from dcframe.components.builtin_params import TensorBoardParams
+from dcframe.core.errors import UserError
+from dcframe.core.files import atomic_write_bytes
+from dcframe.core.interfaces import EpochRecord, Logger, RunInfo
+from dcframe.store.rundir import RunDirectory
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

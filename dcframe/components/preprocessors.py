@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dcframe.clustering import float32_rows, import_faiss
-from dcframe.components.params import PCAParams
-from dcframe.errors import UserError
-from dcframe.interfaces import Preprocessor
-from dcframe.params import Params
+from dcframe.components.builtin_params import PCAParams
+from dcframe.core.clustering import float32_rows, import_faiss
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Preprocessor
+from dcframe.core.params import Params
 
 
 class PCAWhitening(Preprocessor):

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from dcframe.components.params import SamplerParams, UniformClusterParams
-from dcframe.interfaces import Sampler
-from dcframe.params import Params
+from dcframe.components.builtin_params import SamplerParams, UniformClusterParams
+from dcframe.core.interfaces import Sampler
+from dcframe.core.params import Params
 
 
 def epoch_size(reassign: float, num_images: int) -> int:

@@ -11,8 +11,8 @@ from types import ModuleType
 
 import numpy as np
 
-from dcframe.errors import UserError
-from dcframe.interfaces import Clusterer
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Clusterer
 
 __all__ = ["check_device", "check_k", "float32_rows", "import_faiss"]
 

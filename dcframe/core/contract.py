@@ -2,7 +2,7 @@
 
 In a plugin's test suite, one line checks a component as dcframe itself does::
 
-    from dcframe.testing import check_component
+    from dcframe.core.contract import check_component
 
     def test_contract():
         check_component("clusterer", "torch-kmeans")
@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from dcframe import registries
-from dcframe.errors import UserError
-from dcframe.interfaces import (
+from dcframe.core import kinds
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import (
     Backbone,
     Clusterer,
     Dataset,
@@ -34,8 +34,8 @@ from dcframe.interfaces import (
     RunInfo,
     Sampler,
 )
-from dcframe.params import Params
-from dcframe.registry import Registry
+from dcframe.core.params import Params
+from dcframe.core.registry import Registry
 
 __all__ = [
     "check_backbone",
@@ -52,7 +52,7 @@ def check_params_model(cls: type) -> None:
     """The parameters model is strict, closed, and every field is described."""
     model = getattr(cls, "Params", None)
     assert isinstance(model, type) and issubclass(model, Params), (
-        f"{cls.__name__}.Params must subclass dcframe.params.Params"
+        f"{cls.__name__}.Params must subclass dcframe.core.params.Params"
     )
     assert model.model_config.get("strict") is True, f"{model.__name__} must be strict"
     assert model.model_config.get("extra") == "forbid", f"{model.__name__} must forbid extra keys"
@@ -123,7 +123,9 @@ def check_clusterer(cls: type[Clusterer], params: Any = None) -> None:
     except UserError:
         pass
     else:
-        raise AssertionError("k larger than the number of rows must raise dcframe.errors.UserError")
+        raise AssertionError(
+            "k larger than the number of rows must raise dcframe.core.errors.UserError"
+        )
 
 
 def check_sampler(cls: type[Sampler], params: Any = None) -> None:
@@ -229,7 +231,7 @@ def check_component(kind: str, name: str, params: Any = None) -> None:
         params: Parameter values (dict or model) for components whose model has required
             fields, such as a dataset's folder; defaults otherwise.
     """
-    registry: Registry[Any] = next(r for r in registries.ALL if r.kind == kind)
+    registry: Registry[Any] = next(r for r in kinds.ALL if r.kind == kind)
     entry = registry.get(name)
     assert entry.summary, f"{name}: the class docstring's first line is its description"
     _CHECKS[kind](entry.cls, params)

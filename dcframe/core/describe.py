@@ -12,7 +12,7 @@ import annotated_types as at
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from dcframe.params import Params
+from dcframe.core.params import Params
 
 _BOUNDS = ((at.Ge, ">="), (at.Gt, ">"), (at.Le, "<="), (at.Lt, "<"))
 

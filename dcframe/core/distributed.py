@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dcframe.errors import MainProcessStopped, UserError
+from dcframe.core.errors import MainProcessStopped, UserError
 
 T = TypeVar("T")
 

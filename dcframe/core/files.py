@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 TEMPORARY_GLOB = ".*.tmp"
 

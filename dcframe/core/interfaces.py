@@ -1,6 +1,6 @@
 """The contracts of the six component kinds.
 
-A component is a class with a ``Params`` model (a :class:`~dcframe.params.Params`
+A component is a class with a ``Params`` model (a :class:`~dcframe.core.params.Params`
 subclass) and a constructor taking one instance of it. Components never import the
 engine or the CLI; the engine only talks to them through the methods below.
 """
@@ -20,11 +20,11 @@ from PIL import Image
 from torch import nn
 
 # The parameters models are torch-free, so recipes validate without torch; re-exported here.
-from dcframe.params import BackboneParams, ClustererParams, NoParams
-from dcframe.params import Params as ParamsModel
+from dcframe.core.params import BackboneParams, ClustererParams, NoParams
+from dcframe.core.params import Params as ParamsModel
 
 if TYPE_CHECKING:
-    from dcframe.distributed import World
+    from dcframe.core.distributed import World
 
 
 def summary_of(cls: type) -> str:
@@ -217,7 +217,7 @@ class Sampler(Component):
 class Dataset(Component):
     """An indexed collection of images, optionally labelled (labels only feed metrics).
 
-    The constructor must fail with a :class:`~dcframe.errors.UserError` naming the
+    The constructor must fail with a :class:`~dcframe.core.errors.UserError` naming the
     parameter to fix when the data is missing or empty.
     """
 

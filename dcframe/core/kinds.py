@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from dcframe.registry import Builtin, Registry
+from dcframe.core.registry import Builtin, Registry
 
 if TYPE_CHECKING:  # the interfaces import torch: each registry resolves its base on first use
-    from dcframe.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
+    from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
 
 
 def _interface(name: str) -> Callable[[], type]:
-    """A callable returning the interface class ``name`` of :mod:`dcframe.interfaces`."""
+    """A callable returning the interface class ``name`` of :mod:`dcframe.core.interfaces`."""
 
     def resolve() -> type:
-        from dcframe import interfaces
+        from dcframe.core import interfaces
 
         return cast(type, getattr(interfaces, name))
 
@@ -28,8 +28,8 @@ _COMPONENTS = "dcframe.components"
 
 
 def _builtin_backbones() -> dict[str, Builtin]:
-    from dcframe.components.params import AlexNetParams, VGG16Params
-    from dcframe.params import BackboneParams
+    from dcframe.components.builtin_params import AlexNetParams, VGG16Params
+    from dcframe.core.params import BackboneParams
 
     return {
         "alexnet": Builtin(f"{_COMPONENTS}.backbones.alexnet:AlexNet", AlexNetParams),
@@ -39,8 +39,8 @@ def _builtin_backbones() -> dict[str, Builtin]:
 
 
 def _builtin_preprocessors() -> dict[str, Builtin]:
-    from dcframe.components.params import PCAParams
-    from dcframe.params import NoParams
+    from dcframe.components.builtin_params import PCAParams
+    from dcframe.core.params import NoParams
 
     return {
         "pca": Builtin(f"{_COMPONENTS}.preprocessors:PCAWhitening", PCAParams),
@@ -49,7 +49,7 @@ def _builtin_preprocessors() -> dict[str, Builtin]:
 
 
 def _builtin_clusterers() -> dict[str, Builtin]:
-    from dcframe.components.params import FaissKMeansParams, SklearnKMeansParams
+    from dcframe.components.builtin_params import FaissKMeansParams, SklearnKMeansParams
 
     return {
         "faiss-kmeans": Builtin(f"{_COMPONENTS}.clusterers:FaissKMeans", FaissKMeansParams),
@@ -58,7 +58,7 @@ def _builtin_clusterers() -> dict[str, Builtin]:
 
 
 def _builtin_samplers() -> dict[str, Builtin]:
-    from dcframe.components.params import SamplerParams, UniformClusterParams
+    from dcframe.components.builtin_params import SamplerParams, UniformClusterParams
 
     return {
         "uniform": Builtin(f"{_COMPONENTS}.samplers:UniformClusterSampler", UniformClusterParams),
@@ -67,7 +67,7 @@ def _builtin_samplers() -> dict[str, Builtin]:
 
 
 def _builtin_datasets() -> dict[str, Builtin]:
-    from dcframe.components.params import ImageFolderParams, SklearnDigitsParams
+    from dcframe.components.builtin_params import ImageFolderParams, SklearnDigitsParams
 
     return {
         "imagefolder": Builtin(f"{_COMPONENTS}.datasets.folder:ImageFolder", ImageFolderParams),
@@ -78,8 +78,8 @@ def _builtin_datasets() -> dict[str, Builtin]:
 
 
 def _builtin_loggers() -> dict[str, Builtin]:
-    from dcframe.components.params import TensorBoardParams
-    from dcframe.params import NoParams
+    from dcframe.components.builtin_params import TensorBoardParams
+    from dcframe.core.params import NoParams
 
     return {
         "jsonl": Builtin(f"{_COMPONENTS}.loggers:JsonlLogger", NoParams),
@@ -91,7 +91,7 @@ def _builtin_loggers() -> dict[str, Builtin]:
 backbones: Registry[Backbone] = Registry(
     "backbone", _interface("Backbone"), "dcframe.backbones", "backbone", _builtin_backbones
 )
-"""CNN trunks (:class:`~dcframe.interfaces.Backbone`): clustering feature, top layer, taps."""
+"""CNN trunks (:class:`~dcframe.core.interfaces.Backbone`): clustering feature, top layer, taps."""
 
 preprocessors: Registry[Preprocessor] = Registry(
     "preprocessor",

@@ -23,7 +23,7 @@ class Params(BaseModel):
 
     Every field must carry a description (``Field(description=...)``); the recipe
     reference and ``dcframe plugins show`` print it, and the contract tests in
-    :mod:`dcframe.testing` fail a component whose fields lack one.
+    :mod:`dcframe.core.contract` fail a component whose fields lack one.
     """
 
     # allow_inf_nan=False: no parameter means anything at inf or nan, and such values only

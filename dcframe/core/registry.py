@@ -39,8 +39,8 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import Field, create_model
 
-from dcframe.errors import PluginLoadError, UnknownComponentError, UserError
-from dcframe.params import Params
+from dcframe.core.errors import PluginLoadError, UnknownComponentError, UserError
+from dcframe.core.params import Params
 
 T = TypeVar("T")
 
@@ -127,8 +127,8 @@ class Entry(Generic[T]):
     @property
     def summary(self) -> str:
         # The class's module has imported the interfaces already; importing them here, not
-        # at the top, keeps ``import dcframe.registry`` free of torch.
-        from dcframe.interfaces import summary_of
+        # at the top, keeps ``import dcframe.core.registry`` free of torch.
+        from dcframe.core.interfaces import summary_of
 
         return summary_of(self.cls)
 
@@ -236,7 +236,7 @@ class Registry(Generic[T]):
         if not (isinstance(params, type) and issubclass(params, Params)):
             raise UserError(
                 f"{self.kind} {name!r} from {origin} has no Params model "
-                "(a subclass of dcframe.params.Params)"
+                "(a subclass of dcframe.core.params.Params)"
             )
         _check_params_model(f"{self.kind} {name!r} from {origin}", name, params)
         if name in self._entries:
@@ -389,7 +389,7 @@ def _check_params_model(label: str, name: str, params: type[Params]) -> None:
     An annotation that never resolves (``x: "NoSuchType"``) leaves the class defined but
     unusable; left in the registry, it would break the recipe model, so every recipe.
     Here, at the one door, it breaks only this component. The probe is what
-    :mod:`dcframe.recipe` does with the model: a subclass with a literal ``name`` field,
+    :mod:`dcframe.recipe.model` does with the model: a subclass with a literal ``name`` field,
     and its JSON schema (``dcframe recipe schema``).
 
     Raises:

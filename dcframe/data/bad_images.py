@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import default_collate
 
-from dcframe.errors import BadImageError, UserError
-from dcframe.progress import Reporter
+from dcframe.core.errors import BadImageError, UserError
+from dcframe.core.progress import Reporter
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class MarkUnreadable(TorchDataset[Any]):
 
     Args:
         base: A dataset of (image, target) pairs whose ``dataset_index(i)`` names the image
-            item ``i`` is (an :class:`~dcframe.extraction.ImageSubset`, or the run's
-            :class:`~dcframe.loading.ViewedImages`).
+            item ``i`` is (an :class:`~dcframe.engine.extraction.ImageSubset`, or the run's
+            :class:`~dcframe.data.loading.ViewedImages`).
     """
 
     def __init__(self, base: Any) -> None:

@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dcframe.errors import BadImageError
+from dcframe.core.errors import BadImageError
 
 UNSIGNED_16_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 # Candidate ranges, tried in order; the first that holds every value wins.

@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from dcframe.bad_images import MarkUnreadable, collate_readable
-from dcframe.interfaces import Dataset
-from dcframe.transforms import PixelsOfClusteringView, clustering_transform
+from dcframe.core.interfaces import Dataset
+from dcframe.data.bad_images import MarkUnreadable, collate_readable
+from dcframe.data.transforms import PixelsOfClusteringView, clustering_transform
 
 #: Batches each worker prepares ahead of the one being consumed.
 PREFETCH_PER_WORKER = 4
@@ -92,7 +92,7 @@ class RunLoader:
     """Batches of ``(images, targets, unreadable)`` for every pass of a run.
 
     An image the dataset cannot read becomes an entry of ``unreadable`` instead of an
-    exception (see :mod:`dcframe.bad_images`); ``images`` is None when no image of a batch
+    exception (see :mod:`dcframe.data.bad_images`); ``images`` is None when no image of a batch
     was readable. The loader has a generator of its own, so iterating it never advances the
     process's random stream (which dropout draws from, and which a checkpoint restores).
     """

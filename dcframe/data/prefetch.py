@@ -4,7 +4,7 @@ With ``run.workers = 0`` a DataLoader decodes in the main process, so decoding a
 network take turns. :func:`prefetched` runs the loader in a background thread instead: PIL
 decodes and torch computes with the GIL released, so the two overlap without the start-up
 cost and the extra memory of worker processes. Every random choice a loader makes comes
-from a per-sample seed (:class:`~dcframe.transforms.TrainingView`), never from torch's
+from a per-sample seed (:class:`~dcframe.data.transforms.TrainingView`), never from torch's
 global generator, so results do not depend on the thread.
 """
 

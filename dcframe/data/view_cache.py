@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcframe.files import atomic_write_bytes
+from dcframe.core.files import atomic_write_bytes
 
 GIB = 2**30
 

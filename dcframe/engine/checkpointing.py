@@ -10,7 +10,7 @@ resumed run then skips the epoch's clustering and continues training at that ste
 same result as a run that was never stopped.
 
 Everything is written by the main process only, while the others wait
-(:meth:`dcframe.distributed.World.run_on_main`).
+(:meth:`dcframe.core.distributed.World.run_on_main`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcframe.distributed import World
-from dcframe.errors import UserError
-from dcframe.interfaces import EpochRecord
-from dcframe.logbook import Logbook
-from dcframe.rundir import RunDirectory
-from dcframe.training import PassProgress, Trainer
+from dcframe.core.distributed import World
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import EpochRecord
+from dcframe.engine.logbook import Logbook
+from dcframe.engine.training import PassProgress, Trainer
+from dcframe.store.rundir import RunDirectory
 
 TOP_LAYER = "top_layer."
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from dcframe.distributed import World
-from dcframe.errors import UserError
-from dcframe.extraction import FeatureShard
-from dcframe.interfaces import Clusterer
-from dcframe.metrics import knn_vote_accuracy, leave_one_out_knn, nearest_others
-from dcframe.progress import Reporter
+from dcframe.core.distributed import World
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Clusterer
+from dcframe.core.progress import Reporter
+from dcframe.engine.extraction import FeatureShard
+from dcframe.engine.metrics import knn_vote_accuracy, leave_one_out_knn, nearest_others
 
 NOT_FINITE = (
     "the features hold NaN or infinite values: the network's weights have diverged. Start a "
@@ -29,7 +29,7 @@ NOT_FINITE = (
 
 def check_features(rows: np.ndarray) -> None:
     """Refuse NaN or inf features (a collapse is found earlier, in the raw features: see
-    :func:`dcframe.extraction.collapse_notes`).
+    :func:`dcframe.engine.extraction.collapse_notes`).
 
     Raises:
         UserError: some feature is not finite (the network's weights have diverged).

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from dcframe.bad_images import BadImagePolicy
-from dcframe.distributed import World
-from dcframe.interfaces import Backbone, Dataset, Preprocessor
-from dcframe.loading import CLUSTERING, CLUSTERING_PIXELS, RunLoader
-from dcframe.prefetch import prefetched
-from dcframe.progress import Reporter
-from dcframe.transforms import normalise_pixels
-from dcframe.view_cache import ClusteringViewCache
+from dcframe.core.distributed import World
+from dcframe.core.interfaces import Backbone, Dataset, Preprocessor
+from dcframe.core.progress import Reporter
+from dcframe.data.bad_images import BadImagePolicy
+from dcframe.data.loading import CLUSTERING, CLUSTERING_PIXELS, RunLoader
+from dcframe.data.prefetch import prefetched
+from dcframe.data.transforms import normalise_pixels
+from dcframe.data.view_cache import ClusteringViewCache
 
 # Receives (dataset indices, raw float32 features) of every batch embedded.
 Sink = Callable[[np.ndarray, np.ndarray], None]
@@ -55,7 +55,7 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
     The target is ``targets[i]`` when targets are given (pseudo-labels for training),
     else the dataset index itself (so extracted rows can be put back in place). With
     ``seeds``, the transform is called as ``transform(image, seeds[i])`` and draws its
-    randomness from that seed alone (:class:`~dcframe.transforms.TrainingView`): the same
+    randomness from that seed alone (:class:`~dcframe.data.transforms.TrainingView`): the same
     crop whichever process, worker or thread loads it, and whenever.
     """
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dcframe.interfaces import EpochRecord, Logger, RunInfo
-from dcframe.progress import Reporter
+from dcframe.core.interfaces import EpochRecord, Logger, RunInfo
+from dcframe.core.progress import Reporter
 
 
 @dataclass

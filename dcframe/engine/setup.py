@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcframe import registries
-from dcframe.bad_images import BadImagePolicy, Unreadable
-from dcframe.errors import BadImageError, UserError
-from dcframe.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
-from dcframe.params import Params
-from dcframe.progress import Reporter
-from dcframe.registry import Origin
-from dcframe.transforms import clustering_transform, smallest_side_used
+from dcframe.core import kinds
+from dcframe.core.errors import BadImageError, UserError
+from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
+from dcframe.core.params import Params
+from dcframe.core.progress import Reporter
+from dcframe.core.registry import Origin
+from dcframe.data.bad_images import BadImagePolicy, Unreadable
+from dcframe.data.transforms import clustering_transform, smallest_side_used
 
 
 @dataclass
@@ -44,12 +44,12 @@ def build_components(recipe: Any) -> Components:
         return entry.cls(section)
 
     parts = Components(
-        dataset=make(registries.datasets, recipe.data),
-        backbone=make(registries.backbones, recipe.backbone),
-        preprocessors=[make(registries.preprocessors, p) for p in recipe.preprocess],
-        clusterer=make(registries.clusterers, recipe.clusterer),
-        sampler=make(registries.samplers, recipe.sampler),
-        loggers=[make(registries.loggers, logger) for logger in recipe.loggers],
+        dataset=make(kinds.datasets, recipe.data),
+        backbone=make(kinds.backbones, recipe.backbone),
+        preprocessors=[make(kinds.preprocessors, p) for p in recipe.preprocess],
+        clusterer=make(kinds.clusterers, recipe.clusterer),
+        sampler=make(kinds.samplers, recipe.sampler),
+        loggers=[make(kinds.loggers, logger) for logger in recipe.loggers],
         origins=origins,
     )
     parts.extra_clusterers = [with_k(parts.clusterer, k) for k in recipe.clusterer.extra_k]
@@ -88,7 +88,7 @@ def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devic
     """Pick devices from ``run.device``; impossible requests fail before any work.
 
     The network device is plain "cuda" here; a distributed run then binds each process to
-    its own GPU (:meth:`dcframe.distributed.World.from_environment`).
+    its own GPU (:meth:`dcframe.core.distributed.World.from_environment`).
     """
     has_cuda = torch.cuda.is_available()
     if run.device == "cuda" and not has_cuda:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dcframe.distributed import World
+from dcframe.core.distributed import World
 
 # The paper's top-layer init, N(0, 0.01): a row of dim such weights has norm ~ 0.01 sqrt(dim).
 PAPER_STD = 0.01

@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcframe.assembly import Devices
-from dcframe.bad_images import BadImagePolicy
-from dcframe.batchnorm import synchronise_batchnorm
-from dcframe.distributed import World
-from dcframe.errors import RunStopped, UserError
-from dcframe.extraction import to_device
-from dcframe.interfaces import Backbone, Dataset
-from dcframe.loading import TRAINING, Item, RunLoader, run_views
-from dcframe.prefetch import prefetched
-from dcframe.progress import Reporter
-from dcframe.transforms import TrainingView
+from dcframe.core.distributed import World
+from dcframe.core.errors import RunStopped, UserError
+from dcframe.core.interfaces import Backbone, Dataset
+from dcframe.core.progress import Reporter
+from dcframe.data.bad_images import BadImagePolicy
+from dcframe.data.loading import TRAINING, Item, RunLoader, run_views
+from dcframe.data.prefetch import prefetched
+from dcframe.data.transforms import TrainingView
+from dcframe.engine.batchnorm import synchronise_batchnorm
+from dcframe.engine.extraction import to_device
+from dcframe.engine.setup import Devices
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # A top layer's (weight, bias) to start from; None: the paper's init.

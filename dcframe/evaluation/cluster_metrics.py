@@ -23,15 +23,15 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-from dcframe import registries
+from dcframe.core import kinds
+from dcframe.core.interfaces import Clusterer, Preprocessor
+from dcframe.data.transforms import clustering_transform
+from dcframe.engine.metrics import nmi
 from dcframe.evaluation.data import EvalData, Split
 from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import ClusterOptions
 from dcframe.evaluation.runtime import Runtime
 from dcframe.evaluation.store import FeatureCache
-from dcframe.interfaces import Clusterer, Preprocessor
-from dcframe.metrics import nmi
-from dcframe.transforms import clustering_transform
 
 
 def clustering_accuracy(labels: np.ndarray, assignments: np.ndarray) -> float:
@@ -62,7 +62,7 @@ def cluster_scores(labels: np.ndarray, assignments: np.ndarray) -> dict[str, flo
 def kmeans_clusterer(k: int) -> Clusterer:
     """The registered faiss k-means, or scikit-learn's when faiss is not installed."""
     name = "faiss-kmeans" if importlib.util.find_spec("faiss") else "sklearn-kmeans"
-    entry = registries.clusterers.get(name)
+    entry = kinds.clusterers.get(name)
     return entry.cls(entry.params_model.model_validate({"k": k}))
 
 
@@ -72,9 +72,9 @@ def preprocessing(pca_dim: int, num_rows: int, dim: int) -> tuple[list[Preproces
     steps: list[Preprocessor] = []
     used = min(pca_dim, dim, num_rows)
     if used:
-        pca = registries.preprocessors.get("pca")
+        pca = kinds.preprocessors.get("pca")
         steps.append(pca.cls(pca.params_model.model_validate({"dim": used})))
-    l2 = registries.preprocessors.get("l2")
+    l2 = kinds.preprocessors.get("l2")
     steps.append(l2.cls(l2.params_model.model_validate({})))
     return steps, used
 

@@ -11,12 +11,12 @@ import torch
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
-from dcframe import registries
-from dcframe.errors import UserError
+from dcframe.core import kinds
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Dataset
+from dcframe.core.params import Params
+from dcframe.engine.extraction import ImageSubset
 from dcframe.evaluation.options import DataOptions, DatasetChoice
-from dcframe.extraction import ImageSubset
-from dcframe.interfaces import Dataset
-from dcframe.params import Params
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _values(pairs: list[str], flag: str) -> dict[str, Any]:
 
 def _choice(name: str, values: dict[str, Any], flag: str) -> DatasetChoice:
     """``name`` from the dataset registry with ``values`` validated by its Params model."""
-    entry = registries.datasets.get(name)  # unknown names: suggestions and what is installed
+    entry = kinds.datasets.get(name)  # unknown names: suggestions and what is installed
     model: type[Params] = entry.params_model
     try:
         params = model.model_validate(values, strict=False)  # command-line text, read as typed
@@ -129,7 +129,7 @@ def data_options(
     val_name = val_data or data
     val_values = dict(train_values) if val_data is None else {}
     has_split = {
-        name: "split" in registries.datasets.get(name).params_model.model_fields
+        name: "split" in kinds.datasets.get(name).params_model.model_fields
         for name in {data, val_name}
     }
     if has_split[data]:
@@ -175,7 +175,7 @@ def load_data(options: DataOptions, seed: int) -> EvalData:
 
 def _labelled(choice: DatasetChoice, flag: str, set_flag: str) -> Dataset:
     """The dataset of ``choice``; its errors say which side (train or validation) they are."""
-    entry = registries.datasets.get(choice.name)
+    entry = kinds.datasets.get(choice.name)
     try:
         dataset = entry.cls(choice.params)
     except UserError as error:

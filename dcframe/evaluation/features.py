@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone
 from dcframe.evaluation.data import Split, image_loader
 from dcframe.evaluation.options import EMBED
 from dcframe.evaluation.runtime import Runtime
-from dcframe.interfaces import Backbone
 
 #: Dimensions the pooled conv features aim at (the paper's 9,216-9,600).
 TARGET_DIM = 9600

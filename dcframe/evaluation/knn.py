@@ -15,14 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dcframe.data.transforms import clustering_transform
+from dcframe.engine.metrics import weighted_votes
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.data import EvalData
 from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import KnnOptions
 from dcframe.evaluation.runtime import Runtime
 from dcframe.evaluation.store import FeatureCache
-from dcframe.metrics import weighted_votes
-from dcframe.transforms import clustering_transform
 
 #: Queries scored at once, bounding the (queries x training rows) similarity matrix.
 QUERY_CHUNK = 1024

@@ -46,13 +46,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
 
+from dcframe.data.transforms import IMAGENET_MEAN, IMAGENET_STD, clustering_transform, resize_size
 from dcframe.evaluation.accuracy import hits_to_accuracy, topk_hits
 from dcframe.evaluation.data import EvalData, image_loader
 from dcframe.evaluation.features import FrozenFeatures
 from dcframe.evaluation.options import LinearProbeOptions
 from dcframe.evaluation.runtime import Runtime
 from dcframe.evaluation.store import FeatureCache, FeatureFile
-from dcframe.transforms import IMAGENET_MEAN, IMAGENET_STD, clustering_transform, resize_size
 
 Batches = Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]
 

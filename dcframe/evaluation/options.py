@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
-from dcframe.params import Params
+from dcframe.core.params import Params
 
 #: Name of the clustering feature (fc7 before its ReLU for AlexNet/VGG) among the layers.
 EMBED = "embed"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
+from dcframe.core.progress import Reporter
 from dcframe.evaluation.options import RunOptions
-from dcframe.progress import Reporter
 
 
 def resolve_device(name: str) -> torch.device:

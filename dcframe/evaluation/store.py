@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 from dcframe.evaluation.data import Split
 from dcframe.evaluation.features import FrozenFeatures, feature_batches
 from dcframe.evaluation.runtime import Runtime

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 #: Image headers read to find the typical size (spread evenly over the folder).
 SIZE_SAMPLE = 200
@@ -214,7 +214,7 @@ def write_starter_recipe(folder: Path, out: Path) -> tuple[FolderSurvey, Starter
         UserError: a bad folder (see :func:`survey`), an existing ``out``, or a missing
             folder for ``out``.
     """
-    from dcframe import recipe
+    from dcframe.recipe.model import load
 
     if out.exists():
         raise UserError(f"--out {str(out)!r} exists already; remove it or choose another file")
@@ -229,7 +229,7 @@ def write_starter_recipe(folder: Path, out: Path) -> tuple[FolderSurvey, Starter
     except OSError as error:
         raise UserError(f"--out {str(out)!r}: cannot write ({error.strerror or error})") from None
     try:
-        recipe.load(out)
+        load(out)
     except Exception:
         out.unlink(missing_ok=True)  # never leave a recipe behind that does not validate
         raise

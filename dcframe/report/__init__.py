@@ -8,7 +8,7 @@ finished epochs and never takes the run's lock, so it can be made while the run 
 
 Modules: :mod:`~dcframe.report.run_data` (reading a run directory),
 :mod:`~dcframe.report.clusters` (cluster sizes, purities, matching between epochs),
-:mod:`~dcframe.galleries` (which clusters and images are shown),
+:mod:`~dcframe.engine.galleries` (which clusters and images are shown),
 :mod:`~dcframe.report.explorer` (images through the run's transforms),
 :mod:`~dcframe.report.figures` (the matplotlib plots), :mod:`~dcframe.report.embed`
 (data URIs), :mod:`~dcframe.report.sections` and :mod:`~dcframe.report.page` (the HTML).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcframe.errors import UserError
-from dcframe.files import atomic_write_bytes
+from dcframe.core.errors import UserError
+from dcframe.core.files import atomic_write_bytes
 from dcframe.report import sections
 from dcframe.report.clusters import cluster_sizes, label_stats
 from dcframe.report.page import document

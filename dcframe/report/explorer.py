@@ -4,7 +4,7 @@ For each image: the original, the clustering view (resize and centre crop, what 
 extraction sees), training views drawn with different seeds (random resized crop, flip and
 colour jitter if on: what the training pass sees), and the gradient channels the
 backbone's frozen Sobel layer makes of the clustering view. Everything is computed by the
-same code the run uses (:mod:`dcframe.transforms` and the backbone's own ``sobel`` module).
+same code the run uses (:mod:`dcframe.data.transforms` and the backbone's own ``sobel`` module).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from dcframe.components.backbones.sobel import Sobel
-from dcframe.interfaces import Backbone, Dataset
-from dcframe.transforms import (
+from dcframe.core.interfaces import Backbone, Dataset
+from dcframe.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PixelsOfClusteringView,

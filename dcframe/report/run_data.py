@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from dcframe import recipe as recipes
-from dcframe.assembly import build_components
-from dcframe.errors import UserError
-from dcframe.interfaces import Backbone, Dataset
-from dcframe.rundir import RunDirectory
-from dcframe.runlock import LOCK_FILE
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone, Dataset
+from dcframe.engine.setup import build_components
+from dcframe.store.lock import LOCK_FILE
+from dcframe.store.rundir import RunDirectory
 
 EXAMPLE = "e.g. runs/quickstart (the folder <run.output_dir>/<run.name> of a `dcframe run`)"
 

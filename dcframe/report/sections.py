@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dcframe.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
+from dcframe.engine.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
 from dcframe.report import figures
 from dcframe.report.clusters import LabelStats, cluster_sizes, flow_matrix, match_clusters
 from dcframe.report.embed import png_uri, svg_uri, thumbnail_uri

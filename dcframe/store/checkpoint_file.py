@@ -2,7 +2,7 @@
 
 :func:`read_checkpoint` is the one place dcframe opens a ``.pt`` / ``.pth.tar`` file. It
 loads with ``torch.load(weights_only=True)`` (nothing in the file can run code) and turns
-every failure into a :class:`~dcframe.errors.UserError` that names the file and says which
+every failure into a :class:`~dcframe.core.errors.UserError` that names the file and says which
 of these it is:
 
 * missing, a folder, or unreadable (permission, I/O error);
@@ -12,7 +12,7 @@ of these it is:
   convert it with ``weights_only=False``, because only then would that work.
 
 This module sits low in the import graph (the run directory code uses it): it imports only
-the standard library, torch and :mod:`dcframe.errors`.
+the standard library, torch and :mod:`dcframe.core.errors`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 #: ``torch.save`` writes a zip archive (local file header magic) since PyTorch 1.6 ...
 ZIP_MAGIC = b"PK\x03\x04"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 LOCK_FILE = ".lock"
 

@@ -12,11 +12,11 @@ Layout::
         checkpoint.pt          latest state (model, body optimizer, epoch, RNG), written atomically
         checkpoints/epoch_0009.pt  weights kept every ``run.checkpoint_every`` epochs
         skipped_images.tsv     unreadable images left out (``data.on_bad_image = "skip"``)
-        .lock                  held by the run using the folder (see :mod:`dcframe.runlock`)
+        .lock                  held by the run using the folder (see :mod:`dcframe.store.lock`)
 
 A folder "holds a run" once its first epoch is finished, i.e. once ``checkpoint.pt`` exists.
 A folder without one (a run that failed or was killed during epoch 0) is simply started
-again. Every file is written atomically (:mod:`dcframe.files`).
+again. Every file is written atomically (:mod:`dcframe.core.files`).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcframe.bad_images import unreadable_tsv
-from dcframe.checkpoint_file import read_checkpoint
-from dcframe.errors import UserError
-from dcframe.files import atomic_write_bytes, remove_temporaries
+from dcframe.core.errors import UserError
+from dcframe.core.files import atomic_write_bytes, remove_temporaries
+from dcframe.core.registry import Origin
+from dcframe.data.bad_images import unreadable_tsv
 from dcframe.recipe import dumps, validate
-from dcframe.registry import Origin
-from dcframe.runlock import locked
+from dcframe.store.checkpoint_file import read_checkpoint
+from dcframe.store.lock import locked
 
 LIBRARIES = ("dcframe", "torch", "torchvision", "numpy", "scikit-learn", "pydantic")
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss")

@@ -29,14 +29,14 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from dcframe import registries
-from dcframe.checkpoint_file import read_checkpoint
-from dcframe.components.backbones._common import ConvFcBackbone
-from dcframe.errors import UserError
+from dcframe.components.backbones.conv_fc import ConvFcBackbone
+from dcframe.core import kinds
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone, BackboneParams
+from dcframe.core.params import Params
 from dcframe.evaluation.options import ModelOptions
-from dcframe.interfaces import Backbone, BackboneParams
-from dcframe.params import Params
 from dcframe.recipe import apply_override, read_toml
+from dcframe.store.checkpoint_file import read_checkpoint
 
 RECIPE_FILE = "recipe.toml"
 LATEST_CHECKPOINT = "checkpoint.pt"
@@ -201,9 +201,9 @@ def _backbone_name(value: object, source: Path) -> str:
         raise UserError(
             f"{source}: 'backbone' must be the name of a backbone (str); found {_type_name(value)}"
         )
-    if value not in registries.backbones:
+    if value not in kinds.backbones:
         where = f"the checkpoint's 'backbone' ({source})"
-        raise UserError(registries.backbones.unknown_message(value, where))
+        raise UserError(kinds.backbones.unknown_message(value, where))
     return value
 
 
@@ -258,7 +258,7 @@ def backbone_params(
         UserError: unknown backbone (lists the available ones), a recipe for another
             backbone, an override outside ``backbone.``, or invalid values.
     """
-    registries.backbones.get(name)  # an unknown name fails here, listing what exists
+    kinds.backbones.get(name)  # an unknown name fails here, listing what exists
     raw: dict[str, Any] = {"backbone": {**(inferred or {}), "name": name}}
     if recipe is not None:
         table = _recipe_backbone_table(recipe)
@@ -275,7 +275,7 @@ def backbone_params(
     values = raw["backbone"]
     if values.pop("name") != name:
         raise UserError(f"--set: backbone.name cannot be changed here (it is {name!r})")
-    model = registries.backbones.get(name).params_model
+    model = kinds.backbones.get(name).params_model
     try:
         return model.model_validate(values)
     except ValidationError as error:
@@ -294,7 +294,7 @@ def _recipe_backbone_table(path: Path) -> dict[str, Any]:
 
 def build_backbone(name: str, params: Params) -> Backbone:
     # ``params`` was validated by this backbone's own Params model (a BackboneParams).
-    return registries.backbones.get(name).cls(cast(BackboneParams, params))
+    return kinds.backbones.get(name).cls(cast(BackboneParams, params))
 
 
 # ----------------------------------------------------------------------- weights

@@ -32,23 +32,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcframe.assembly import (
+from dcframe.core.clustering import import_faiss
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Dataset
+from dcframe.core.params import NoParams
+from dcframe.core.progress import Reporter
+from dcframe.data.bad_images import BadImagePolicy
+from dcframe.data.loading import CLUSTERING, TRAINING, Item, RunLoader
+from dcframe.data.view_cache import ClusteringViewCache
+from dcframe.engine.extraction import extract_features, fit_chain
+from dcframe.engine.setup import (
     Components,
     build_components,
     check_sizes,
     resolve_devices,
     with_k,
 )
-from dcframe.bad_images import BadImagePolicy
-from dcframe.clustering import import_faiss
-from dcframe.errors import UserError
-from dcframe.extraction import extract_features, fit_chain
-from dcframe.interfaces import Dataset
-from dcframe.loading import CLUSTERING, TRAINING, Item, RunLoader
-from dcframe.params import NoParams
-from dcframe.progress import Reporter
-from dcframe.training import PassProgress, Trainer
-from dcframe.view_cache import ClusteringViewCache
+from dcframe.engine.training import PassProgress, Trainer
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import torch
 
-from dcframe.errors import UserError
-from dcframe.files import atomic_write_bytes
-from dcframe.interfaces import Backbone
+from dcframe.core.errors import UserError
+from dcframe.core.files import atomic_write_bytes
+from dcframe.core.interfaces import Backbone
 
 Format = Literal["torchvision", "safetensors"]
 SOBEL_PREFIX = "sobel."
@@ -157,8 +157,8 @@ def export(
         UserError: an existing `out`, an architecture torchvision cannot hold, or
             safetensors missing.
     """
-    from dcframe.evaluation.models import load_model
     from dcframe.evaluation.options import ModelOptions
+    from dcframe.store.trained import load_model
 
     out = Path(out)
     if out.exists():

@@ -1,7 +1,7 @@
 """Built-in backbones: AlexNet and VGG16 (the paper's), ResNet-50, and the Sobel input layer."""
 
-from dcframe.components.backbones._common import ConvNetParams
 from dcframe.components.backbones.alexnet import AlexNet, AlexNetParams
+from dcframe.components.backbones.conv_fc import ConvNetParams
 from dcframe.components.backbones.resnet import ResNet50
 from dcframe.components.backbones.sobel import Sobel
 from dcframe.components.backbones.vgg import VGG16, VGG16Params

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcframe.components.backbones.sobel import Sobel
-from dcframe.components.params import ConvNetParams
-from dcframe.errors import UserError
-from dcframe.interfaces import Backbone, BackboneParams
+from dcframe.components.builtin_params import ConvNetParams
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Backbone, BackboneParams
 
 
 def input_layer(params: BackboneParams) -> nn.Module:

@@ -7,13 +7,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dcframe.components.backbones._common import (
+from dcframe.components.backbones.conv_fc import (
     input_channels,
     input_layer,
     run_taps,
 )
-from dcframe.components.params import small_stem
-from dcframe.interfaces import Backbone, BackboneParams
+from dcframe.components.builtin_params import small_stem
+from dcframe.core.interfaces import Backbone, BackboneParams
 
 #: The trunk's modules in forward order; they keep torchvision's names (and state-dict keys).
 _STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")

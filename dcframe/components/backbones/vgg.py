@@ -6,13 +6,13 @@ from typing import ClassVar
 
 from torch import nn
 
-from dcframe.components.backbones._common import (
+from dcframe.components.backbones.conv_fc import (
     ConvFcBackbone,
     conv_bn_relu,
     scaled,
 )
-from dcframe.components.params import VGG16_LAYOUT, VGG_CONV, VGG_POOL, VGG16Params
-from dcframe.interfaces import BackboneParams
+from dcframe.components.builtin_params import VGG16_LAYOUT, VGG_CONV, VGG_POOL, VGG16Params
+from dcframe.core.interfaces import BackboneParams
 
 
 class VGG16(ConvFcBackbone):

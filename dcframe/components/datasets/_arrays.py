@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dcframe.interfaces import Dataset
+from dcframe.core.interfaces import Dataset
 
 
 class ImageArrays(Dataset):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 

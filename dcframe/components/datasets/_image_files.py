@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dcframe.images import open_rgb
-from dcframe.interfaces import Dataset
+from dcframe.core.interfaces import Dataset
+from dcframe.data.images import open_rgb
 
 
 class ImageFiles(Dataset):
@@ -41,7 +41,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def image(self, index: int) -> Image.Image:
-        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
+        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
         return open_rgb(self.paths[index], self._min_side)
 
     @property

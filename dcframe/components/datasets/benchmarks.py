@@ -22,8 +22,8 @@ from pydantic import Field
 
 from dcframe.components.datasets._arrays import ImageArrays
 from dcframe.components.datasets._files import check_path
-from dcframe.errors import UserError
-from dcframe.params import Params
+from dcframe.core.errors import UserError
+from dcframe.core.params import Params
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcframe.components.builtin_params import SklearnDigitsParams
 from dcframe.components.datasets._arrays import ImageArrays
-from dcframe.components.params import SklearnDigitsParams
 
 
 class SklearnDigits(ImageArrays):

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from dcframe.components.datasets._files import check_path, class_ids
 from dcframe.components.datasets._image_files import ImageFiles
-from dcframe.errors import UserError
-from dcframe.params import Params
+from dcframe.core.errors import UserError
+from dcframe.core.params import Params
 
 
 class FileListParams(Params):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dcframe.components.builtin_params import ImageFolderParams
 from dcframe.components.datasets._files import IMAGE_EXTENSIONS, check_path, os_problem
 from dcframe.components.datasets._image_files import ImageFiles
-from dcframe.components.params import ImageFolderParams
-from dcframe.errors import UserError
+from dcframe.core.errors import UserError
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
@@ -77,7 +77,7 @@ class ImageFolder(ImageFiles):
     torchvision's ``ImageFolder`` does. Files are ordered by class, then by folder path,
     then by name, so row ``i`` of every feature matrix is always the same image. A folder
     with both class sub-folders and images of its own is refused rather than half read.
-    Images decode to 8-bit RGB as :func:`dcframe.images.open_rgb` describes.
+    Images decode to 8-bit RGB as :func:`dcframe.data.images.open_rgb` describes.
     """
 
     Params = ImageFolderParams

@@ -14,9 +14,9 @@ from PIL import Image
 from pydantic import Field
 
 from dcframe.components.datasets._image_files import ImageFiles
-from dcframe.errors import BadImageError, UserError
-from dcframe.images import open_rgb
-from dcframe.params import Params
+from dcframe.core.errors import BadImageError, UserError
+from dcframe.core.params import Params
+from dcframe.data.images import open_rgb
 
 INSTALL_HINT = "pip install 'dcframe[webdataset]'"
 
@@ -204,7 +204,7 @@ class WebDataset(ImageFiles):
         return self._open[shard_id]
 
     def image(self, index: int) -> Image.Image:
-        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.errors.BadImageError`."""
+        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
         name = self.paths[index]
         try:
             file = self._shard(int(self._shard_of[index]))

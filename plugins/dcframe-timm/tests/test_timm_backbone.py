@@ -11,10 +11,8 @@ import torch
 from dcframe_timm import TimmBackbone, TimmParams, check_model_name, tap_names_for
 
 from dcframe import engine, recipe, registries
-from dcframe.components.backbones.sobel import Sobel
-from dcframe.errors import UserError
-from dcframe.progress import Reporter
-from dcframe.testing import check_component
+from dcframe.core.progress import Reporter
+from dcframe.plugin import Sobel, UserError, check_component
 
 #: 360 digits, k=20, PCA to 16: the shape of dcframe's own tiny engine test, one epoch. The
 #: net is a production architecture small enough (0.6M parameters) to train in a second.

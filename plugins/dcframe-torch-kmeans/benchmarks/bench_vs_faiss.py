@@ -26,8 +26,8 @@ import torch
 from dcframe_torch_kmeans import TorchKMeans, TorchKMeansParams
 
 from dcframe.components.clusterers import FaissKMeans, FaissKMeansParams
-from dcframe.interfaces import Clusterer, Clustering
-from dcframe.metrics import nmi
+from dcframe.engine.metrics import nmi
+from dcframe.plugin import Clusterer, Clustering
 
 
 def make_features(rows: int, dim: int, centres: int, noise: float, seed: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from dcframe_torch_kmeans import (
     random_init,
 )
 
-from dcframe.distributed import World
+from dcframe.plugin import World
 
 K, SEED = 24, 7
 

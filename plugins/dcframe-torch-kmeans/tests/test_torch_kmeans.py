@@ -19,9 +19,8 @@ from dcframe_torch_kmeans import (
 from pydantic import ValidationError
 
 from dcframe import registries
-from dcframe.errors import UserError
-from dcframe.interfaces import Clustering
-from dcframe.metrics import nmi
+from dcframe.engine.metrics import nmi
+from dcframe.plugin import Clustering, UserError
 
 
 def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -282,6 +281,6 @@ def test_lloyd_stops_at_a_fixed_point() -> None:
 
 
 def test_passes_dcframe_contract_checks() -> None:
-    from dcframe.testing import check_component
+    from dcframe.plugin import check_component
 
     check_component("clusterer", "torch-kmeans")

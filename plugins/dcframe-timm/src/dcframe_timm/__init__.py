@@ -7,7 +7,7 @@ model is built, so listing dcframe's plugins stays fast.
 
 from __future__ import annotations
 
-from dcframe.params import FULL_INPUT_SIZE, SMALL_INPUT_SIZE
+from dcframe.plugin import FULL_INPUT_SIZE, SMALL_INPUT_SIZE
 from dcframe_timm.backbone import (
     TimmBackbone,
     TimmParams,

@@ -11,10 +11,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from dcframe.components.backbones.sobel import Sobel
-from dcframe.errors import UserError
-from dcframe.interfaces import Backbone, BackboneParams
-from dcframe.params import FULL_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from dcframe.plugin import (
+    FULL_INPUT_SIZE,
+    MAX_INPUT_SIZE,
+    MIN_INPUT_SIZE,
+    Backbone,
+    BackboneParams,
+    Sobel,
+    UserError,
+)
 
 #: How many close architecture names an unknown ``backbone.model`` error suggests.
 _SUGGESTIONS = 8

@@ -11,11 +11,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dcframe.clustering import check_device, check_k, float32_rows
-from dcframe.distributed import World
-from dcframe.errors import UserError
-from dcframe.interfaces import Clusterer, ClustererParams, Clustering
-from dcframe.params import Params
+from dcframe.plugin import (
+    Clusterer,
+    ClustererParams,
+    Clustering,
+    Params,
+    UserError,
+    World,
+    check_device,
+    check_k,
+    float32_rows,
+)
 from dcframe_torch_kmeans.kmeans import kmeans_plus_plus_init, lloyd, random_init
 
 logger = logging.getLogger(__name__)
