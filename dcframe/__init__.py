@@ -16,13 +16,9 @@ Everything else is internal and may change between versions.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("dcframe")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from dcframe.core.version import __version__
 
 if TYPE_CHECKING:
     from dcframe.api import load_backbone, load_recipe, train

@@ -131,7 +131,7 @@ def load_backbone(run_dir_or_checkpoint: str | Path, epoch: int | None = None) -
         dcframe.core.errors.UserError: not a run directory or checkpoint, no such epoch, or
             weights that do not fit the architecture.
     """
-    from dcframe.evaluation.options import ModelOptions
+    from dcframe.store.model_options import ModelOptions
     from dcframe.store.trained import load_model
 
     options = ModelOptions(path=str(run_dir_or_checkpoint), epoch=epoch)

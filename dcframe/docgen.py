@@ -247,8 +247,8 @@ def recipe_reference() -> str:
     the pydantic parameter models, so a changed description, default or bound in the code
     changes this page with no other edit.
     """
-    from dcframe import __version__
     from dcframe.core import kinds
+    from dcframe.core.version import __version__
     from dcframe.recipe import recipe_model
     from dcframe.recipe.sections import (
         COMPONENT_SECTIONS,

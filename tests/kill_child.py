@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from dcframe import extraction
 from dcframe.cli import main
 from dcframe.components.clusterers import FaissKMeans
 from dcframe.data.loading import TRAINING, RunLoader
+from dcframe.engine import extraction
 
 calls = {"n": 0}
 SIGNAL = {"sig": signal.SIGKILL}

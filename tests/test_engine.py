@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dcframe import assembly, engine, recipe
+from dcframe import engine, recipe
 from dcframe.core.errors import UserError
 from dcframe.core.progress import Reporter
 from dcframe.data.loading import RunLoader, run_views
 from dcframe.data.transforms import TrainingView
+from dcframe.engine import setup as assembly
 from dcframe.engine.extraction import embed_batches, extract_features
 from dcframe.engine.training import Trainer
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from dcframe import engine, recipe
+from dcframe.core.metrics_file import json_line
 from dcframe.core.progress import Reporter
 from dcframe.report.clusters import label_stats, match_clusters
 from dcframe.store.lock import locked
-from dcframe.store.rundir import json_line
 from tests.conftest import REPO, invoke
 from tests.test_docs import CHROMIUM, Chromium, problems_of, serve
 

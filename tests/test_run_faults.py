@@ -19,11 +19,11 @@ from PIL import Image
 from dcframe import engine, recipe
 from dcframe.core.errors import UserError
 from dcframe.core.files import atomic_write_bytes
+from dcframe.core.metrics_file import json_line
 from dcframe.core.progress import Reporter
 from dcframe.engine.epoch_features import check_features
 from dcframe.engine.extraction import COLLAPSE, collapse_notes
 from dcframe.store.lock import locked
-from dcframe.store.rundir import json_line
 from tests.conftest import REPO, TINY_RECIPE, invoke
 
 QUIET = Reporter(quiet=True)

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from dcframe import __version__
 from dcframe.cli import (
     bench_cmd,
     data_cmd,
@@ -27,6 +26,7 @@ from dcframe.cli import (
     run_cmd,
 )
 from dcframe.core.errors import MainProcessStopped, RecipeError, RunStopped, UserError
+from dcframe.core.version import __version__
 
 app = typer.Typer(
     name="dcframe",

@@ -35,9 +35,9 @@ from dcframe.evaluation.options import (
     DataOptions,
     KnnOptions,
     LinearProbeOptions,
-    ModelOptions,
     RunOptions,
 )
+from dcframe.store.model_options import ModelOptions
 
 if TYPE_CHECKING:
     from dcframe.evaluation.data import EvalData

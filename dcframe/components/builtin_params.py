@@ -272,6 +272,75 @@ class SklearnDigitsParams(Params):
     )
 
 
+class FileListParams(Params):
+    path: str = Field(
+        min_length=1,
+        description="The list file. Image paths in it are relative to the list file's folder "
+        "(or absolute).",
+    )
+    format: Literal["auto", "lines", "csv", "tsv"] = Field(
+        "auto",
+        description="'lines': one image per line, 'PATH' or 'PATH<TAB>LABEL' (blank lines and "
+        "lines starting with '#' skipped); 'csv'/'tsv': a header row, then one image a row; "
+        "'auto': by the file's suffix (.csv, .tsv, anything else is lines).",
+    )
+    path_column: str = Field(
+        "path", min_length=1, description="csv/tsv: the column of image paths."
+    )
+    label_column: str = Field(
+        "",
+        description="csv/tsv: the column of labels, class names or integer class ids "
+        "(empty: unlabelled).",
+    )
+    reduced_decoding: bool = Field(
+        True, description="As imagefolder's: decode JPEGs at a reduced scale when that suffices."
+    )
+
+
+class WebDatasetParams(Params):
+    shards: str = Field(
+        min_length=1,
+        description="The tar shards: a brace pattern (/data/train-{000000..000146}.tar), a glob "
+        "(/data/train-*.tar), or several of these joined by '::', in WebDataset's notation.",
+    )
+    image_extensions: tuple[str, ...] = Field(
+        ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff"),
+        min_length=1,
+        description="Member extensions that hold a sample's image, in order of preference.",
+    )
+    label_extension: str = Field(
+        "cls",
+        description="Member extension holding a sample's integer class id as text "
+        "(WebDataset's 'cls'); when no sample has one, the data is unlabelled. Empty: ignore "
+        "labels.",
+    )
+    reduced_decoding: bool = Field(
+        True, description="As imagefolder's: decode JPEGs at a reduced scale when that suffices."
+    )
+
+
+class CifarParams(Params):
+    root: str = Field(
+        min_length=1,
+        description="The extracted python-version folder (cifar-10-batches-py, "
+        "cifar-100-python) holding the batch files.",
+    )
+    split: Literal["train", "test"] = Field(
+        "train", description="'train' (50,000 images) or 'test' (10,000)."
+    )
+
+
+class MnistParams(Params):
+    root: str = Field(
+        min_length=1,
+        description="Folder holding the idx files (train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not).",
+    )
+    split: Literal["train", "test"] = Field(
+        "train", description="'train' (60,000 images) or 'test' (the 10,000 t10k images)."
+    )
+
+
 # ----------------------------------------------------------------------------- loggers
 
 

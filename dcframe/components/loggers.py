@@ -10,7 +10,7 @@ from dcframe.components.builtin_params import TensorBoardParams
 from dcframe.core.errors import UserError
 from dcframe.core.files import atomic_write_bytes
 from dcframe.core.interfaces import EpochRecord, Logger, RunInfo
-from dcframe.store.rundir import RunDirectory
+from dcframe.core.metrics_file import MetricsFile
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -34,11 +34,11 @@ class JsonlLogger(Logger):
     """
 
     def open(self, run: RunInfo) -> None:
-        self.rundir = RunDirectory(run.run_dir)
-        self.rundir.truncate_metrics(run.start_epoch)
+        self.file = MetricsFile(run.run_dir)
+        self.file.truncate(run.start_epoch)
 
     def epoch(self, record: EpochRecord) -> None:
-        self.rundir.append_metrics(record.metrics)
+        self.file.append(record.metrics)
 
 
 class CsvLogger(Logger):

@@ -41,6 +41,7 @@ from pydantic import Field, create_model
 
 from dcframe.core.errors import PluginLoadError, UnknownComponentError, UserError
 from dcframe.core.params import Params
+from dcframe.core.version import __version__
 
 T = TypeVar("T")
 
@@ -279,7 +280,7 @@ class Registry(Generic[T]):
         for name, cls in builtins.items():
             if name in todo:
                 module = cls.module if isinstance(cls, Builtin) else cls.__module__
-                self.add(name, cls, Origin("dcframe", _dcframe_version(), module))
+                self.add(name, cls, Origin("dcframe", __version__, module))
         blocked = blocked_names()
         for ep in sorted(eps, key=lambda e: e.name):
             if ep.name in todo:
@@ -409,9 +410,3 @@ def _check_params_model(label: str, name: str, params: type[Params]) -> None:
             f"used ({type(error).__name__}: {reason}); every field needs a type that exists "
             "and that pydantic can validate"
         ) from error
-
-
-def _dcframe_version() -> str:
-    from dcframe import __version__
-
-    return __version__

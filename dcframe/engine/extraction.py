@@ -28,6 +28,7 @@ from dcframe.data.loading import CLUSTERING, CLUSTERING_PIXELS, RunLoader
 from dcframe.data.prefetch import prefetched
 from dcframe.data.transforms import normalise_pixels
 from dcframe.data.view_cache import ClusteringViewCache
+from dcframe.engine.devices import to_device
 
 # Receives (dataset indices, raw float32 features) of every batch embedded.
 Sink = Callable[[np.ndarray, np.ndarray], None]
@@ -86,13 +87,6 @@ class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
         if self.seeds is None:
             return self.transform(image), target
         return self.transform(image, int(self.seeds[i])), target
-
-
-def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch on the network's device; channels-last on CUDA, where the tensor cores'
-    convolutions want it (the network is converted alike)."""
-    layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
-    return images.to(device, non_blocking=True, memory_format=layout)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from dcframe.core.progress import Reporter
 from dcframe.core.registry import Origin
 from dcframe.data.bad_images import BadImagePolicy, Unreadable
 from dcframe.data.transforms import clustering_transform, smallest_side_used
+from dcframe.engine.devices import Devices
 
 
 @dataclass
@@ -66,15 +67,6 @@ def with_k(clusterer: Clusterer, k: int) -> Clusterer:
 
 
 # ------------------------------------------------------------------------- checks
-
-
-@dataclass(frozen=True)
-class Devices:
-    """Where the network runs and where the clusterer runs."""
-
-    network: torch.device
-    clusterer: str
-    amp_dtype: torch.dtype | None
 
 
 def cpu_has_bf16() -> bool:

@@ -32,8 +32,7 @@ from dcframe.data.loading import TRAINING, Item, RunLoader, run_views
 from dcframe.data.prefetch import prefetched
 from dcframe.data.transforms import TrainingView
 from dcframe.engine.batchnorm import synchronise_batchnorm
-from dcframe.engine.extraction import to_device
-from dcframe.engine.setup import Devices
+from dcframe.engine.devices import Devices, to_device
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # A top layer's (weight, bias) to start from; None: the paper's init.

@@ -22,8 +22,6 @@ again. Every file is written atomically (:mod:`dcframe.core.files`).
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import platform
 import tomllib
@@ -37,6 +35,7 @@ import torch
 
 from dcframe.core.errors import UserError
 from dcframe.core.files import atomic_write_bytes, remove_temporaries
+from dcframe.core.metrics_file import MetricsFile
 from dcframe.core.registry import Origin
 from dcframe.data.bad_images import unreadable_tsv
 from dcframe.recipe import dumps, validate
@@ -84,21 +83,6 @@ RESUME_MAY_CHANGE_SECTIONS = ("loggers",)
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
 
 
-def json_line(record: dict[str, Any]) -> str:
-    """``record`` as one line of strict JSON: a non-finite float becomes null, never NaN."""
-
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(record), allow_nan=False) + "\n"
-
-
 def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved recipe with the defaults of fields added to dcframe since it was written, so
     that an upgrade alone does not make ``--resume`` refuse an old run as "different"; as
@@ -121,7 +105,7 @@ class RunDirectory:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return MetricsFile(self.path).path
 
     @property
     def recipe_path(self) -> Path:
@@ -253,18 +237,6 @@ class RunDirectory:
                 folder / f"epoch_{keep_epoch:04d}.pt", lambda f: torch.save(weights, f)
             )
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        """Add one epoch's record; the file is rewritten atomically, so it never tears."""
-        kept = [r for r in self.metrics() if r["epoch"] < record["epoch"]]
-        self._write_metrics([*kept, record])
-
-    def truncate_metrics(self, epochs: int) -> None:
-        """Keep the records of the first ``epochs`` epochs (a resumed run rewrites the rest)."""
-        self._write_metrics([r for r in self.metrics() if r["epoch"] < epochs])
-
-    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
-        self.write_text(self.metrics_path.name, "".join(json_line(r) for r in records))
-
     def save_skipped(self, skipped: dict[int, tuple[str, str]]) -> None:
         """The images left out as unreadable: index, path and reason, one per line."""
         rows = ((i, path, reason) for i, (path, reason) in sorted(skipped.items()))
@@ -317,29 +289,5 @@ class RunDirectory:
         return skipped
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The epoch records; a torn last line (a write cut short by an older dcframe or an
-        editor) is dropped, since resuming rewrites that epoch anyway.
-
-        Raises:
-            UserError: a line other than the last is not a JSON record.
-        """
-        if not self.metrics_path.exists():
-            return []
-        lines = self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        records = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                    raise ValueError("not an epoch record")
-            except ValueError as error:
-                if number == len(lines):
-                    break
-                raise UserError(
-                    f"{self.metrics_path}, line {number}: not a JSON epoch record ({error}); "
-                    "fix or delete that line, then run again"
-                ) from error
-            records.append(record)
-        return records
+        """The epoch records of ``metrics.jsonl`` (see :meth:`MetricsFile.records`)."""
+        return MetricsFile(self.path).records()

@@ -1,6 +1,6 @@
 """What to evaluate, as a frozen backbone in eval mode.
 
-Four sources, one per :class:`~dcframe.evaluation.options.ModelOptions` combination:
+Four sources, one per :class:`~dcframe.store.model_options.ModelOptions` combination:
 
 * a run directory: its latest ``checkpoint.pt``, or ``checkpoints/epoch_NNNN.pt`` with
   ``epoch``; the architecture is the ``[backbone]`` table of the run's ``recipe.toml``;
@@ -34,9 +34,9 @@ from dcframe.core import kinds
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, BackboneParams
 from dcframe.core.params import Params
-from dcframe.evaluation.options import ModelOptions
 from dcframe.recipe import apply_override, read_toml
 from dcframe.store.checkpoint_file import read_checkpoint
+from dcframe.store.model_options import ModelOptions
 
 RECIPE_FILE = "recipe.toml"
 LATEST_CHECKPOINT = "checkpoint.pt"

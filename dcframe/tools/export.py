@@ -157,7 +157,7 @@ def export(
         UserError: an existing `out`, an architecture torchvision cannot hold, or
             safetensors missing.
     """
-    from dcframe.evaluation.options import ModelOptions
+    from dcframe.store.model_options import ModelOptions
     from dcframe.store.trained import load_model
 
     out = Path(out)

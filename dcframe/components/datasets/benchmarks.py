@@ -15,15 +15,14 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 
+from dcframe.components.builtin_params import CifarParams, MnistParams
 from dcframe.components.datasets._arrays import ImageArrays
 from dcframe.components.datasets._files import check_path
 from dcframe.core.errors import UserError
-from dcframe.core.params import Params
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -54,17 +53,6 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"data.root: {str(path)!r} holds a {type(loaded).__name__}, not a batch")
     return loaded
-
-
-class CifarParams(Params):
-    root: str = Field(
-        min_length=1,
-        description="The extracted python-version folder (cifar-10-batches-py, "
-        "cifar-100-python) holding the batch files.",
-    )
-    split: Literal["train", "test"] = Field(
-        "train", description="'train' (50,000 images) or 'test' (10,000)."
-    )
 
 
 class _Cifar(ImageArrays):
@@ -162,17 +150,6 @@ def _read_idx(path: Path, dims: int) -> np.ndarray:
             "(truncated?); fetch the file again"
         )
     return values.reshape(shape)
-
-
-class MnistParams(Params):
-    root: str = Field(
-        min_length=1,
-        description="Folder holding the idx files (train-images-idx3-ubyte, "
-        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not).",
-    )
-    split: Literal["train", "test"] = Field(
-        "train", description="'train' (60,000 images) or 'test' (the 10,000 t10k images)."
-    )
 
 
 class Mnist(ImageArrays):

@@ -4,39 +4,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
+from dcframe.components.builtin_params import FileListParams
 from dcframe.components.datasets._files import check_path, class_ids
 from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.core.errors import UserError
-from dcframe.core.params import Params
-
-
-class FileListParams(Params):
-    path: str = Field(
-        min_length=1,
-        description="The list file. Image paths in it are relative to the list file's folder "
-        "(or absolute).",
-    )
-    format: Literal["auto", "lines", "csv", "tsv"] = Field(
-        "auto",
-        description="'lines': one image per line, 'PATH' or 'PATH<TAB>LABEL' (blank lines and "
-        "lines starting with '#' skipped); 'csv'/'tsv': a header row, then one image a row; "
-        "'auto': by the file's suffix (.csv, .tsv, anything else is lines).",
-    )
-    path_column: str = Field(
-        "path", min_length=1, description="csv/tsv: the column of image paths."
-    )
-    label_column: str = Field(
-        "",
-        description="csv/tsv: the column of labels, class names or integer class ids "
-        "(empty: unlabelled).",
-    )
-    reduced_decoding: bool = Field(
-        True, description="As imagefolder's: decode JPEGs at a reduced scale when that suffices."
-    )
 
 
 def _lines(path: Path) -> tuple[list[str], list[str] | None]:

@@ -11,11 +11,10 @@ from typing import IO, Any
 
 import numpy as np
 from PIL import Image
-from pydantic import Field
 
+from dcframe.components.builtin_params import WebDatasetParams
 from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.core.errors import BadImageError, UserError
-from dcframe.core.params import Params
 from dcframe.data.images import open_rgb
 
 INSTALL_HINT = "pip install 'dcframe[webdataset]'"
@@ -29,28 +28,6 @@ def _webdataset() -> Any:
             f"data.name: the 'webdataset' dataset needs the webdataset package; {INSTALL_HINT}"
         ) from None
     return webdataset
-
-
-class WebDatasetParams(Params):
-    shards: str = Field(
-        min_length=1,
-        description="The tar shards: a brace pattern (/data/train-{000000..000146}.tar), a glob "
-        "(/data/train-*.tar), or several of these joined by '::', in WebDataset's notation.",
-    )
-    image_extensions: tuple[str, ...] = Field(
-        ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff"),
-        min_length=1,
-        description="Member extensions that hold a sample's image, in order of preference.",
-    )
-    label_extension: str = Field(
-        "cls",
-        description="Member extension holding a sample's integer class id as text "
-        "(WebDataset's 'cls'); when no sample has one, the data is unlabelled. Empty: ignore "
-        "labels.",
-    )
-    reduced_decoding: bool = Field(
-        True, description="As imagefolder's: decode JPEGs at a reduced scale when that suffices."
-    )
 
 
 def _shard_files(pattern: str) -> list[str]:
