@@ -34,10 +34,10 @@ from dcframe.evaluation.linear_probe import (
 from dcframe.evaluation.options import (
     EMBED,
     LinearProbeOptions,
-    ModelOptions,
     RunOptions,
 )
 from dcframe.evaluation.runtime import Runtime
+from dcframe.store.model_options import ModelOptions
 from dcframe.store.trained import load_model, load_official, read_checkpoint
 from tests.conftest import invoke
 

@@ -45,16 +45,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 @dataclass
-class MidEpoch:
-    """An epoch whose training pass stopped at ``progress.step``: what resuming it needs.
+class EpochClusters:
+    """The clustering half of an epoch (steps 1-5), as the training half takes it and a
+    mid-epoch checkpoint keeps it.
 
-    ``assignments`` has one row per head: the epoch's assignment, then one per
-    ``clusterer.extra_k`` value, whose top layers are ``extra_heads``.
+    Attributes:
+        assignments: One row per head (-1: left out as unreadable): the clustering with
+            ``clusterer.k``, the epoch's record, then one per ``clusterer.extra_k`` value.
+        metrics: The epoch's measures so far.
+        seconds: The duration of each stage so far.
     """
 
     assignments: np.ndarray
     metrics: dict[str, Any]
     seconds: dict[str, float]
+
+
+@dataclass
+class MidEpoch:
+    """An epoch whose training pass stopped at ``progress.step``: what resuming it needs.
+
+    The extra heads' top layers (``clusterer.extra_k``) are ``extra_heads``.
+    """
+
+    clusters: EpochClusters
     progress: PassProgress
     top_layer: dict[str, torch.Tensor]
     top_optimizer: dict[str, Any]
@@ -101,8 +115,8 @@ class Recorder:
             self.rundir.save_distances(epoch, distances)
 
     def epoch_finished(self, epoch: int, record: EpochRecord, skipped: dict[int, Any]) -> None:
-        """10: the epoch's assignment, metrics (every logger) and checkpoint, in the order a
-        resume relies on."""
+        """Step 9: the epoch's assignment, metrics (every logger) and checkpoint, in the order
+        a resume relies on."""
 
         def write() -> None:
             if skipped:
@@ -117,16 +131,16 @@ class Recorder:
     def epoch_interrupted(
         self,
         epoch: int,
-        assignments: np.ndarray,
-        metrics: dict[str, Any],
-        seconds: dict[str, float],
+        clusters: EpochClusters,
         progress: PassProgress,
         top: torch.optim.SGD,
         skipped: dict[int, Any],
     ) -> None:
-        """A mid-epoch checkpoint: the state after ``progress.step`` training steps
-        (``assignments``: one row per head, as :class:`MidEpoch` holds them)."""
+        """A mid-epoch checkpoint: the state after ``progress.step`` training steps."""
         loss_sum, seen = self.trainer.totals(progress)  # over every process
+        assignments = clusters.assignments
+        metrics = {k: v for k, v in clusters.metrics.items() if k != "train_loss"}
+        seconds = dict(clusters.seconds)
 
         def write() -> None:
             if skipped:
@@ -187,13 +201,16 @@ class Recorder:
         }
         assignment = self.world.run_on_main(lambda: self.rundir.load_assignment(epoch))
         extra = partial.get("extra_assignments", torch.zeros(0, len(assignment), dtype=torch.long))
-        return MidEpoch(
+        clusters = EpochClusters(
             np.vstack([assignment, extra.numpy()]),
             dict(partial["metrics"]),
             dict(partial["seconds"]),
-            progress,
-            top,
-            partial["top_optimizer"],
-            state["rng"],
-            partial.get("extra_heads"),
+        )
+        return MidEpoch(
+            clusters=clusters,
+            progress=progress,
+            top_layer=top,
+            top_optimizer=partial["top_optimizer"],
+            rng=state["rng"],
+            extra_heads=partial.get("extra_heads"),
         )

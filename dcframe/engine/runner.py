@@ -1,10 +1,12 @@
 """The engine's door: :func:`run` opens a run, resumes it where it stopped, runs its
-epochs (:func:`~dcframe.engine.protocol.run_epoch`) and records each one."""
+epochs (:func:`~dcframe.engine.protocol.run_epoch`) and finishes it."""
+
+from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +15,14 @@ import torch
 
 from dcframe.core.distributed import World
 from dcframe.core.errors import UserError, reworded
-from dcframe.core.interfaces import EpochRecord, RunInfo
+from dcframe.core.interfaces import RunInfo
 from dcframe.core.progress import Reporter
 from dcframe.data.bad_images import BadImagePolicy
-from dcframe.data.transforms import PixelsOfClusteringView
 from dcframe.data.view_cache import GIB, ClusteringViewCache
-from dcframe.engine.checkpointing import Recorder
+from dcframe.engine.checkpointing import MidEpoch, Recorder
 from dcframe.engine.epoch_features import KnnSignal
-from dcframe.engine.galleries import gallery_grid
 from dcframe.engine.logbook import Logbook
-from dcframe.engine.protocol import RunContext, run_epoch
+from dcframe.engine.protocol import Session, run_epoch
 from dcframe.engine.schedule import LearningRate
 from dcframe.engine.setup import (
     Components,
@@ -35,6 +35,16 @@ from dcframe.engine.top_init import HeadInputs
 from dcframe.engine.training import StopRequest, Trainer
 from dcframe.recipe import dumps
 from dcframe.store.rundir import RunDirectory, versions
+
+
+@dataclasses.dataclass
+class _Resumed:
+    """Where the epoch loop starts: the first epoch to run, the assignment of the one
+    before it (for ``nmi_vs_previous``), and the pass an interrupted epoch stopped in."""
+
+    epoch: int = 0
+    previous: np.ndarray | None = None
+    interrupted: MidEpoch | None = None
 
 
 def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) -> RunDirectory:
@@ -51,15 +61,35 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
             checkpoint is kept.
         RunStopped: SIGTERM or SIGUSR1 arrived; the saved state resumes the run.
     """
-    run_cfg = recipe.run
-    rundir = RunDirectory(Path(run_cfg.output_dir) / run_cfg.name)
-    resolved = dumps(recipe)
-    reporter = reporter or Reporter()
+    settings, resolved = recipe.run, dumps(recipe)
+    rundir = RunDirectory(Path(settings.output_dir) / settings.name)
+    with _opened(recipe, rundir, resolved, resume, reporter or Reporter()) as (session, state):
+        start = _resume(session, state, resolved, resume)
+        _announce(session, start.epoch, settings)
+        previous, interrupted = start.previous, start.interrupted
+        for epoch in range(start.epoch, settings.epochs):
+            session.reporter.begin_epoch(epoch, settings.epochs)
+            with _failure_keeps_checkpoint(session, epoch):
+                record = run_epoch(epoch, session, previous, interrupted)
+            previous, interrupted = record.assignment, None
+            session.reporter.epoch(record.metrics, settings.epochs)
+    return rundir
 
-    torch.manual_seed(run_cfg.seed)
+
+@contextlib.contextmanager
+def _opened(
+    recipe: Any, rundir: RunDirectory, resolved: str, resume: bool, reporter: Reporter
+) -> Iterator[tuple[Session, dict[str, Any] | None]]:
+    """The run's session and its saved state (None: nothing to resume), with the run
+    directory locked, the stop signals caught and the processes joined until the end.
+
+    Everything that can be checked without extracting a feature is checked here first.
+    """
+    settings = recipe.run
+    torch.manual_seed(settings.seed)
     parts = build_components(recipe)
-    devices = resolve_devices(run_cfg, parts.clusterer, reporter)
-    world = World.from_environment(devices.network.type == "cuda", run_cfg.collective_timeout)
+    devices = resolve_devices(settings, parts.clusterer, reporter)
+    world = World.from_environment(devices.network.type == "cuda", settings.collective_timeout)
     if not world.is_main:
         reporter = Reporter(quiet=True)  # one process reports
     if world.device.type == "cuda":
@@ -68,7 +98,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
     bad_images = BadImagePolicy(
         recipe.data.on_bad_image, recipe.data.max_bad_fraction, len(parts.dataset), {}, reporter
     )
-    check_images(parts.dataset, parts.backbone.input_size, run_cfg.seed, bad_images)
+    check_images(parts.dataset, parts.backbone.input_size, settings.seed, bad_images)
     stop = StopRequest()
     names = [logger.name for logger in recipe.loggers]
     logbook = Logbook(parts.loggers if world.is_main else [], names, reporter)
@@ -78,74 +108,88 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
             state = world.run_on_main(lambda: rundir.start(resolved, resume))
             trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
             steps_per_epoch = _steps_per_epoch(parts, recipe.optimizer.batch_size)
-            recorder = Recorder(
-                rundir,
-                world,
-                trainer,
-                recipe.backbone.name,
-                parts.clusterer.k,
-                run_cfg.checkpoint_every,
-                logbook,
+            session = Session(
+                seed=settings.seed,
+                parts=parts,
+                trainer=trainer,
+                reporter=reporter,
+                bad_images=bad_images,
+                loader=ending.enter_context(contextlib.closing(trainer.loader_for(parts.dataset))),
+                recorder=Recorder(
+                    rundir=rundir,
+                    world=world,
+                    trainer=trainer,
+                    backbone_name=recipe.backbone.name,
+                    k=parts.clusterer.k,
+                    keep_every=settings.checkpoint_every,
+                    logbook=logbook,
+                ),
+                logbook=logbook,
+                steps_per_epoch=steps_per_epoch,
+                knn=KnnSignal(settings.knn_k, settings.knn_queries, devices.network),
+                view_cache=_view_cache(settings, rundir, parts, world, reporter),
+                learning_rate=LearningRate.from_recipe(
+                    recipe.optimizer, settings.epochs, steps_per_epoch
+                ),
+                head_inputs=HeadInputs() if recipe.optimizer.top_init == "centroids" else None,
             )
-            context = RunContext(
-                run_cfg.seed,
-                parts,
-                trainer,
-                reporter,
-                bad_images,
-                ending.enter_context(contextlib.closing(trainer.loader_for(parts.dataset))),
-                recorder,
-                _view_cache(run_cfg, rundir, len(parts.dataset), parts, world, reporter),
-                KnnSignal(run_cfg.knn_k, run_cfg.knn_queries, devices.network),
-                logbook,
-                steps_per_epoch,
-                LearningRate.from_recipe(recipe.optimizer, run_cfg.epochs, steps_per_epoch),
-                HeadInputs() if recipe.optimizer.top_init == "centroids" else None,
-            )
-            previous: np.ndarray | None = None
-            start_epoch, interrupted = 0, None
-            if state is not None:
-                start_epoch = int(state["epoch"])
-                interrupted = recorder.restore(state)
-                if start_epoch > 0:
-                    previous = world.run_on_main(lambda: rundir.load_assignment(start_epoch - 1))
-                bad_images.skipped.update(world.run_on_main(rundir.load_skipped))
-                where = f" step {interrupted.progress.step}" if interrupted else ""
-                reporter.info(f"resuming {rundir.path} at epoch {start_epoch}{where}")
-            else:
-                if resume:
-                    reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
-                world.run_on_main(lambda: _start_files(rundir, resolved, parts))
-            info = RunInfo(
-                rundir.path, run_cfg.name, start_epoch, run_cfg.epochs, context.steps_per_epoch
-            )
-            world.run_on_main(lambda: logbook.open(info))
-            reporter.info(
-                f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}"
-                + "".join(f"+{c.k}" for c in parts.extra_clusterers)
-                + ", "
-                f"device {devices.network} (clustering on {devices.clusterer})"
-                + (f", {world.size} processes" if world.size > 1 else "")
-            )
-            for epoch in range(start_epoch, run_cfg.epochs):
-                reporter.begin_epoch(epoch, run_cfg.epochs)
-                try:
-                    previous, metrics = run_epoch(epoch, context, previous, interrupted)
-                except UserError as error:
-                    # No collective here: the error may have reached this process alone.
-                    if bad_images.skipped and world.is_main:
-                        rundir.save_skipped(bad_images.skipped)
-                    kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
-                    raise reworded(error, f"{error}{kept}") from error
-                interrupted = None
-                record = EpochRecord(metrics, previous, _gallery(context, rundir, epoch, previous))
-                recorder.epoch_finished(epoch, record, bad_images.skipped)
-                reporter.epoch(metrics, run_cfg.epochs)
+            yield session, state
         finished = True
     finally:
         logbook.close()
         world.close(finished)
-    return rundir
+
+
+def _resume(
+    session: Session, state: dict[str, Any] | None, resolved: str, resume: bool
+) -> _Resumed:
+    """Restore the saved state, if any; else write the new run's recipe and versions."""
+    recorder, world, reporter = session.recorder, session.trainer.world, session.reporter
+    rundir = recorder.rundir
+    if state is None:
+        if resume:
+            reporter.info(f"{rundir.path} has no finished epoch: starting from epoch 0")
+        world.run_on_main(lambda: _start_files(rundir, resolved, session.parts))
+        return _Resumed()
+    start = _Resumed(int(state["epoch"]), None, recorder.restore(state))
+    if start.epoch > 0:
+        start.previous = world.run_on_main(lambda: rundir.load_assignment(start.epoch - 1))
+    session.bad_images.skipped.update(world.run_on_main(rundir.load_skipped))
+    where = f" step {start.interrupted.progress.step}" if start.interrupted else ""
+    reporter.info(f"resuming {rundir.path} at epoch {start.epoch}{where}")
+    return start
+
+
+def _announce(session: Session, start_epoch: int, settings: Any) -> None:
+    """Open the loggers and say what is about to run."""
+    rundir, world, parts = session.recorder.rundir, session.trainer.world, session.parts
+    devices = session.trainer.devices
+    info = RunInfo(
+        rundir.path, settings.name, start_epoch, settings.epochs, session.steps_per_epoch
+    )
+    world.run_on_main(lambda: session.logbook.open(info))
+    session.reporter.info(
+        f"run {rundir.path}: {len(parts.dataset)} images, k={parts.clusterer.k}"
+        + "".join(f"+{c.k}" for c in parts.extra_clusterers)
+        + ", "
+        f"device {devices.network} (clustering on {devices.clusterer})"
+        + (f", {world.size} processes" if world.size > 1 else "")
+    )
+
+
+@contextlib.contextmanager
+def _failure_keeps_checkpoint(session: Session, epoch: int) -> Iterator[None]:
+    """A user error in an epoch says which checkpoint is kept; the images found unreadable
+    so far are saved with it."""
+    try:
+        yield
+    except UserError as error:
+        # No collective here: the error may have reached this process alone.
+        skipped, rundir = session.bad_images.skipped, session.recorder.rundir
+        if skipped and session.trainer.world.is_main:
+            rundir.save_skipped(skipped)
+        kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
+        raise reworded(error, f"{error}{kept}") from error
 
 
 def _steps_per_epoch(parts: Components, batch_size: int) -> int:
@@ -156,42 +200,19 @@ def _steps_per_epoch(parts: Components, batch_size: int) -> int:
     return -(-len(drawn) // batch_size)
 
 
-def _gallery(
-    run: RunContext, rundir: RunDirectory, epoch: int, assignment: np.ndarray
-) -> Callable[[], np.ndarray]:
-    """Draws the epoch's gallery of its largest clusters when a logger asks for it."""
-
-    def draw() -> np.ndarray:
-        path = rundir.distances_path(epoch)
-        distances = np.load(path) if path.is_file() else None
-        view = PixelsOfClusteringView(run.parts.backbone.input_size)
-
-        def pixels_of(index: int) -> torch.Tensor:
-            return view(run.parts.dataset.image(index))
-
-        return gallery_grid(pixels_of, assignment, distances, seed=epoch)
-
-    return draw
-
-
 def _view_cache(
-    run_cfg: Any,
-    rundir: RunDirectory,
-    num_images: int,
-    parts: Components,
-    world: World,
-    reporter: Reporter,
+    settings: Any, rundir: RunDirectory, parts: Components, world: World, reporter: Reporter
 ) -> ClusteringViewCache | None:
     """The run's cache of clustering views, when ``run.view_cache_gib`` holds the dataset."""
-    if not run_cfg.view_cache_gib:
+    if not settings.view_cache_gib:
         return None
-    size = parts.backbone.input_size
+    size, num_images = parts.backbone.input_size, len(parts.dataset)
     needed = ClusteringViewCache.bytes_needed(num_images, size)
-    if needed > run_cfg.view_cache_gib * GIB:
+    if needed > settings.view_cache_gib * GIB:
         reporter.warn(
             f"run.view_cache_gib: the clustering views of {num_images:,} images at {size} px "
-            f"need {needed / GIB:.2f} GiB, more than the {run_cfg.view_cache_gib:g} GiB allowed: "
-            "not cached"
+            f"need {needed / GIB:.2f} GiB, more than the {settings.view_cache_gib:g} GiB "
+            "allowed: not cached"
         )
         return None
     return ClusteringViewCache(rundir.path / "cache", num_images, size, str(world.rank))

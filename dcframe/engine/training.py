@@ -99,6 +99,42 @@ class PassProgress:
     seen: int = 0
 
 
+@dataclass(frozen=True)
+class TrainingSample:
+    """The images of one training pass, in order.
+
+    Attributes:
+        indices: Dataset index of each sample (an image may appear several times).
+        targets: Pseudo-label of every dataset image, one row per head (the network's own
+            top layer first), indexed by dataset index.
+        seeds: Each sample's augmentation seed: the same crop whichever process, worker or
+            thread loads it, and whenever.
+    """
+
+    indices: np.ndarray
+    targets: np.ndarray
+    seeds: np.ndarray
+
+
+def _ignore(*_: Any) -> None:
+    """A hook that does nothing (a pass outside a run directory saves and logs nothing)."""
+
+
+@dataclass(frozen=True)
+class PassHooks:
+    """What the training pass calls back: the run's business, not the pass's.
+
+    Attributes:
+        save: Writes a mid-epoch checkpoint of the given progress.
+        log: Gets ``(step, running values)`` whenever the loss is read from the device.
+        rate: The learning rate at each step of the pass (None: ``optimizer.lr`` throughout).
+    """
+
+    save: Callable[[PassProgress], None] = _ignore
+    log: Callable[[int, dict[str, float]], None] = _ignore
+    rate: Callable[[int], float] | None = None
+
+
 @dataclass
 class Unchecked:
     """The loss of the steps since the last check, summed on the device."""
@@ -198,17 +234,17 @@ class Trainer:
             augment.color_jitter,
         )
         return cls(
-            backbone,
-            body,
-            opt,
-            devices,
-            loader_workers(recipe.run.workers),
-            transform,
-            world,
-            stop or StopRequest(),
-            recipe.run.checkpoint_every_steps,
-            recipe.run.compile,
-            torch.amp.GradScaler("cuda", enabled=devices.amp_dtype == torch.float16),
+            backbone=backbone,
+            body_optimizer=body,
+            optimizer=opt,
+            devices=devices,
+            workers=loader_workers(recipe.run.workers),
+            transform=transform,
+            world=world,
+            stop=stop or StopRequest(),
+            checkpoint_every_steps=recipe.run.checkpoint_every_steps,
+            compile=recipe.run.compile,
+            scaler=torch.amp.GradScaler("cuda", enabled=devices.amp_dtype == torch.float16),
         )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -271,37 +307,36 @@ class Trainer:
     def train_pass(
         self,
         loader: RunLoader,
-        indices: np.ndarray,
-        targets: np.ndarray,
-        seeds: np.ndarray,
+        sample: TrainingSample,
         top: torch.optim.SGD,
-        reporter: Reporter,
-        bad_images: BadImagePolicy,
         progress: PassProgress,
-        save: Callable[[PassProgress], None],
-        on_check: Callable[[int, dict[str, float]], None] | None = None,
-        rate: Callable[[int], float] | None = None,
+        hooks: PassHooks,
+        *,
+        reporter: Reporter | None = None,
+        bad_images: BadImagePolicy | None = None,
     ) -> float:
-        """One pass over dataset images ``indices`` (the i-th augmented from ``seeds[i]``) with
-        cross-entropy on the pseudo-labels ``targets[image]``; the mean loss. With extra
-        heads, ``targets`` has one row per head, the network's own top layer first, and the
-        loss is the mean of the heads' cross-entropies.
+        """One pass over ``sample`` with cross-entropy on its pseudo-labels; the mean loss.
+        With extra heads the loss is the mean of the heads' cross-entropies.
 
-        Starts at ``progress.step`` (a resumed pass) and calls ``save`` every
+        Starts at ``progress.step`` (a resumed pass) and calls ``hooks.save`` every
         ``checkpoint_every_steps`` steps and when a stop signal arrives. Whenever the loss
-        is read from the device, ``on_check(step, values)`` gets the running ``loss``, the
+        is read from the device, ``hooks.log(step, values)`` gets the running ``loss``, the
         ``lr`` and the ``images_per_s`` (this process's rate times the processes); the
-        progress bar shows them too. ``rate(step)``, if given, is the learning rate of
-        both optimizers at each step of the pass (``optimizer.schedule``).
+        progress bar (``reporter``) shows them too. ``hooks.rate(step)``, if given, is the
+        learning rate of both optimizers at each step (``optimizer.schedule``). Unreadable
+        images go to ``bad_images`` (default: fail at the first).
 
         Raises:
             UserError: the loss became NaN or infinite on some process (the run diverged).
-            RunStopped: a stop signal arrived; ``save`` has recorded the progress.
+            RunStopped: a stop signal arrived; ``hooks.save`` has recorded the progress.
         """
+        reporter = reporter or Reporter(quiet=True)
+        bad_images = bad_images or BadImagePolicy()
+        indices, seeds = sample.indices, sample.seeds
         self.backbone.train()
         model = self._parallel()
         plan = self.steps(len(indices))
-        rows = np.atleast_2d(targets)  # one row per head
+        rows = np.atleast_2d(sample.targets)  # one row per head
 
         def item(position: int) -> Item:
             image = int(indices[position])
@@ -328,8 +363,8 @@ class Trainer:
             ]
             count = len(heads[0])
             global_batch = min(batch, len(indices) - progress.step * batch)
-            if rate is not None:  # optimizer.schedule: both optimizers follow it
-                lr = rate(progress.step)
+            if hooks.rate is not None:  # optimizer.schedule: both optimizers follow it
+                lr = hooks.rate(progress.step)
                 for group in (*self.body_optimizer.param_groups, *top.param_groups):
                     group["lr"] = lr
             with self.autocast():
@@ -352,15 +387,14 @@ class Trainer:
                 stop = self._check(unchecked, progress)
                 values = self._running(progress, progress.seen - done_before, started)
                 status.update(loss=f"{values['loss']:.3f}", rate=f"{values['images_per_s']:.0f}")
-                if on_check is not None:
-                    on_check(progress.step, values)
+                hooks.log(progress.step, values)
                 if stop or due:
-                    save(progress)
+                    hooks.save(progress)
                 if stop:
                     raise self.stop.stopped(f"at training step {progress.step}")
         if unchecked.steps:  # the pass ended on steps without a readable image
             self._check(unchecked, progress)
-        loss_sum, seen = self.world.sum(progress.loss_sum, progress.seen)
+        loss_sum, seen = self.totals(progress)
         return loss_sum / max(seen, 1)
 
     def _running(self, progress: PassProgress, images: int, since: float) -> dict[str, float]:

@@ -48,7 +48,7 @@ from dcframe.engine.setup import (
     resolve_devices,
     with_k,
 )
-from dcframe.engine.training import PassProgress, Trainer
+from dcframe.engine.training import PassHooks, PassProgress, Trainer, TrainingSample
 
 
 @dataclass(frozen=True)
@@ -191,21 +191,10 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
         return _raw_faiss(raw, parts, k)
 
     def train() -> object:
-        targets = np.arange(len(data)) % k
-        top = trainer.new_top_layer(k)
-        seeds = np.arange(len(data))
         indices = np.arange(len(data))
-        return trainer.train_pass(
-            loader,
-            indices,
-            targets,
-            seeds,
-            top,
-            Reporter(quiet=True),
-            BadImagePolicy(),
-            PassProgress(),
-            lambda progress: None,
-        )
+        sample = TrainingSample(indices, targets=indices % k, seeds=indices)
+        top = trainer.new_top_layer(k)
+        return trainer.train_pass(loader, sample, top, PassProgress(), PassHooks())
 
     def train_in_memory() -> object:
         top = trainer.new_top_layer(k)
