@@ -47,7 +47,7 @@ def test_import_dcframe_loads_the_api_lazily() -> None:
         "import sys, dcframe\n"
         "assert 'torch' not in sys.modules and 'dcframe.api' not in sys.modules\n"
         "assert {'load_recipe', 'train', 'load_backbone', 'registries'} <= set(dir(dcframe))\n"
-        "dcframe.core.kinds\n"
+        "dcframe.registries\n"
         "assert 'torch' not in sys.modules, 'registries imported torch'\n"
         "dcframe.load_recipe\n"
         "assert 'dcframe.api' in sys.modules\n"
@@ -63,7 +63,7 @@ def test_load_recipe_applies_overrides_and_reports_problems(tmp_path: Path) -> N
     assert recipe.backbone.name == "alexnet"
     with pytest.raises(RecipeError, match="run.epochs"):
         dcframe.load_recipe(REPO / "recipes" / "quickstart.toml", ["run.epochs=0"])
-    assert dcframe.core.kinds.backbones.get("alexnet").name == "alexnet"
+    assert dcframe.registries.backbones.get("alexnet").name == "alexnet"
 
 
 def _resnet_run(root: Path) -> nn.Module:

@@ -178,7 +178,7 @@ class ShardedFeatures:
         world.gather_rows(np.searchsorted(query_ids, index[here]), self.shard.rows[here], queries)
         queries = world.share_array(queries if world.is_main else None)
         found, positions = nearest_others(
-            self.shard.rows, index, queries, query_ids, signal.k, signal.device
+            self.shard.rows, index, queries, query_ids, signal.k, device=signal.device
         )
         # Every process sends k candidates per query (-inf pads a shard with fewer rows).
         similarity = np.full((len(query_ids), signal.k), -np.inf, np.float32)

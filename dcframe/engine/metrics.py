@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,8 +69,58 @@ def cluster_size_stats(assignments: np.ndarray, k: int) -> ClusterSizeStats:
     )
 
 
-#: Queries scored at once, bounding the (queries x N) similarity matrix.
-_QUERY_CHUNK = 1024
+#: Queries scored at once, bounding the (queries x rows) similarity matrix.
+QUERY_CHUNK = 1024
+
+
+def most_similar(
+    chunks: Iterable[torch.Tensor],
+    queries: torch.Tensor,
+    k: int,
+    *,
+    device: str | torch.device = "cpu",
+    query_chunk: int = QUERY_CHUNK,
+    ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The ``k`` rows most similar (cosine) to each query, over rows given chunk by chunk.
+
+    Only one chunk of rows (e.g. read from disk) and one chunk of queries are compared at
+    a time; each chunk is merged into a running top-k, which ends as the top-k over all
+    rows (the same neighbours as one big ``topk``, up to the order of equal similarities).
+
+    Args:
+        chunks: The rows, in order, as consecutive (n_i, d) chunks.
+        queries: (Q, d) rows to find neighbours for.
+        k: Neighbours per query (at most the number of rows).
+        device: Where the similarities are computed.
+        query_chunk: Queries compared at once.
+        ids: (row ids, query ids): a row never neighbours the query with its id (a
+            leave-one-out search of the rows among themselves).
+
+    Returns:
+        (Q, k) similarities on ``device``, the positions of those rows among all rows, and
+        the number of rows; missing neighbours (a query's own row) have similarity -inf.
+    """
+    unit_queries = torch.nn.functional.normalize(queries.float().to(device), dim=1)
+    best = torch.full((len(queries), k), -torch.inf, device=device)
+    best_index = torch.zeros((len(queries), k), dtype=torch.long, device=device)
+    row_ids, query_ids = (None, None) if ids is None else (t.to(device) for t in ids)
+    start = 0
+    for chunk in chunks:
+        memory = torch.nn.functional.normalize(chunk.float().to(device), dim=1)
+        rows = torch.arange(start, start + len(memory), device=device)
+        for q in range(0, len(queries), query_chunk):
+            span = slice(q, q + query_chunk)
+            similarity = unit_queries[span] @ memory.T
+            if row_ids is not None and query_ids is not None:
+                own = row_ids[None, start : start + len(memory)] == query_ids[span, None]
+                similarity.masked_fill_(own, -torch.inf)
+            candidates = torch.cat([best[span], similarity], dim=1)
+            indices = torch.cat([best_index[span], rows.expand_as(similarity)], dim=1)
+            best[span], position = candidates.topk(k, dim=1)
+            best_index[span] = indices.gather(1, position)
+        start += len(memory)
+    return best, best_index, start
 
 
 def nearest_others(
@@ -88,22 +139,16 @@ def nearest_others(
 
     Returns:
         (Q, k') similarities and the positions in ``rows`` of those neighbours, k' = min(k,
-        rows that are not the query); similarities of missing neighbours are -inf.
+        rows); similarities of missing neighbours are -inf.
     """
-    memory = torch.nn.functional.normalize(torch.from_numpy(rows).to(device).float(), dim=1)
-    ids = torch.as_tensor(row_ids, device=device)
-    width = min(k, len(rows))
-    values = np.full((len(queries), width), -np.inf, dtype=np.float32)
-    positions = np.zeros((len(queries), width), dtype=np.int64)
-    for start in range(0, len(queries), _QUERY_CHUNK):
-        stop = start + _QUERY_CHUNK
-        chunk = torch.from_numpy(queries[start:stop]).to(device).float()
-        similarity = torch.nn.functional.normalize(chunk, dim=1) @ memory.T
-        own = ids[None, :] == torch.as_tensor(query_ids[start:stop], device=device)[:, None]
-        similarity.masked_fill_(own, -torch.inf)
-        top, index = similarity.topk(width, dim=1)
-        values[start:stop], positions[start:stop] = top.cpu().numpy(), index.cpu().numpy()
-    return values, positions
+    values, positions, _ = most_similar(
+        [torch.from_numpy(rows)],
+        torch.from_numpy(queries),
+        min(k, len(rows)),
+        device=device,
+        ids=(torch.as_tensor(row_ids), torch.as_tensor(query_ids)),
+    )
+    return values.cpu().numpy(), positions.cpu().numpy()
 
 
 def weighted_votes(

@@ -8,15 +8,13 @@ class, and classes are ranked by their summed votes (k = 20, T = 0.07 by default
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dcframe.data.transforms import clustering_transform
-from dcframe.engine.metrics import weighted_votes
+from dcframe.engine.metrics import most_similar, weighted_votes
 from dcframe.evaluation.accuracy import topk_accuracy
 from dcframe.evaluation.data import EvalData
 from dcframe.evaluation.features import FrozenFeatures
@@ -81,23 +79,11 @@ def chunked_knn_votes(
     """
     device = queries.device if device is None else device
     k = min(k, len(train_labels))
-    unit_queries = F.normalize(queries.float().to(device), dim=1)
-    best = torch.full((len(queries), k), -math.inf, device=device)
-    best_index = torch.zeros((len(queries), k), dtype=torch.long, device=device)
-    start = 0
-    for chunk in train_chunks:
-        memory = F.normalize(chunk.float().to(device), dim=1)
-        rows = torch.arange(start, start + len(memory), device=device)
-        for q in range(0, len(queries), QUERY_CHUNK):
-            similarity = unit_queries[q : q + QUERY_CHUNK] @ memory.T
-            candidates = torch.cat([best[q : q + QUERY_CHUNK], similarity], dim=1)
-            indices = torch.cat([best_index[q : q + QUERY_CHUNK], rows.expand_as(similarity)], 1)
-            top, position = candidates.topk(k, dim=1)
-            best[q : q + QUERY_CHUNK] = top
-            best_index[q : q + QUERY_CHUNK] = indices.gather(1, position)
-        start += len(memory)
-    if start != len(train_labels):
-        raise ValueError(f"{start} training rows for {len(train_labels)} labels")
+    best, best_index, rows = most_similar(
+        train_chunks, queries, k, device=device, query_chunk=QUERY_CHUNK
+    )
+    if rows != len(train_labels):
+        raise ValueError(f"{rows} training rows for {len(train_labels)} labels")
     labels = train_labels.to(device)[best_index]
     return weighted_votes(best, labels, num_classes, temperature).cpu()
 
