@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +17,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "quality.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script's package sits beside it
+from quality_bench import console, settings, train  # noqa: E402
 
 # Three classes a colour and a stripe direction apart: learnable in two tiny epochs.
 COLOURS = ((200, 40, 40), (40, 180, 60), (50, 60, 210))
@@ -192,7 +195,7 @@ def test_missing_recipe_and_failing_command(
 
 
 def test_an_epoch_starts_only_while_the_latest_call_predicts_it_fits() -> None:
-    fits = load_script().next_epoch_fits
+    fits = train.next_epoch_fits
     assert fits([], budget_s=1, cap=None)  # the first epoch always runs
     assert fits([30.0, 10.0], budget_s=50, cap=None)  # 40 + the latest 10 fits
     assert not fits([30.0, 10.0], budget_s=49, cap=None)
@@ -200,24 +203,23 @@ def test_an_epoch_starts_only_while_the_latest_call_predicts_it_fits() -> None:
 
 
 def test_variant_syntax_keeps_list_values_whole() -> None:
-    variant = load_script().parse_variant("both=optimizer.lr=0.1, augment.x=[1, 2],run.seed=3")
+    variant = settings.parse_variant("both=optimizer.lr=0.1, augment.x=[1, 2],run.seed=3")
     assert variant.name == "both"
     assert variant.overrides == ("optimizer.lr=0.1", "augment.x=[1, 2]", "run.seed=3")
 
 
 def test_training_reads_the_unlabelled_folder_when_given(tmp_path: Path) -> None:
-    script = load_script()
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(RECIPE)
     (tmp_path / "labelled").mkdir()
     (tmp_path / "all").mkdir()
     common = [str(recipe), "--train-dir", str(tmp_path / "labelled"), "--budget-min", "1"]
     common += ["--out", str(tmp_path / "q")]
-    plans = script.plan_variants(script.build_parser().parse_args(common), [])
+    plans = train.plan_variants(settings.parse_settings(common, SCRIPT))
     assert plans[0].recipe["data"]["root"] == str((tmp_path / "labelled").resolve())
-    args = script.build_parser().parse_args([*common, "--unlabelled-dir", str(tmp_path / "all")])
-    plans = script.plan_variants(args, [])
+    args = settings.parse_settings([*common, "--unlabelled-dir", str(tmp_path / "all")], SCRIPT)
+    plans = train.plan_variants(args)
     assert plans[0].recipe["data"]["root"] == str((tmp_path / "all").resolve())
-    args.unlabelled_dir = tmp_path / "absent"
-    with pytest.raises(script.BenchmarkError, match="absent.*is not a folder"):
-        script.plan_variants(args, [])
+    args = replace(args, unlabelled_dir=tmp_path / "absent")  # Settings are frozen
+    with pytest.raises(console.BenchmarkError, match="absent.*is not a folder"):
+        train.plan_variants(args)
