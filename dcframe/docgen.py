@@ -39,11 +39,15 @@ _ROLE = re.compile(r":(?:py:)?[a-z]+:`(~?)([^`]+)`")
 _BULLET = re.compile(r"^(\s*)\* ")
 
 
-def _role_to_code(match: re.Match[str]) -> str:
+def role_target(match: re.Match[str]) -> str:
+    """What a matched Sphinx role (``:class:`~a.b.C```) shows: its target, or with ``~``
+    only the last part (``C``), as Sphinx does. The docs' hooks use it on rendered pages."""
     target = match.group(2)
-    if match.group(1):  # ~a.b.C shows as C, as Sphinx does
-        target = target.rsplit(".", 1)[-1]
-    return f"`{target}`"
+    return target.rsplit(".", 1)[-1] if match.group(1) else target
+
+
+def _role_to_code(match: re.Match[str]) -> str:
+    return f"`{role_target(match)}`"
 
 
 def _escape_text(text: str) -> str:

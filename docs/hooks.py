@@ -35,10 +35,7 @@ def on_files(files: Files, config: Any) -> Files:
 
 
 def _role_to_code(match: re.Match[str]) -> str:
-    target = match.group(2)
-    if match.group(1):  # ~a.b.C shows as C, as in Sphinx
-        target = target.rsplit(".", 1)[-1]
-    return f"<code>{target}</code>"
+    return f"<code>{docgen.role_target(match)}</code>"
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:

@@ -23,6 +23,8 @@ ruff check .
 ruff format --check .
 echo "== types (mypy)"
 mypy dcframe
+echo "== layers (import-linter: each layer imports only the layers below it)"
+lint-imports
 echo "== tests (pytest): dcframe, then each plugin's own suite"
 python -m pytest -q
 for plugin in plugins/*/; do

@@ -50,7 +50,7 @@ class MarkUnreadable(TorchDataset[Any]):
 
     Args:
         base: A dataset of (image, target) pairs whose ``dataset_index(i)`` names the image
-            item ``i`` is (an :class:`~dcframe.engine.extraction.ImageSubset`, or the run's
+            item ``i`` is (an :class:`~dcframe.evaluation.data.ImageSubset`, or the run's
             :class:`~dcframe.data.loading.ViewedImages`).
     """
 

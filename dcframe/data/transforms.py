@@ -103,7 +103,9 @@ class TrainingView:
         functional = _tv().functional
         rng = np.random.default_rng(seed)
         top, left, h, w = self.crop_box(image.width, image.height, rng)
-        view = functional.resized_crop(image, top, left, h, w, [self.size, self.size])
+        view = functional.resized_crop(
+            image, top=top, left=left, height=h, width=w, size=[self.size, self.size]
+        )
         if self.flip and rng.random() < 0.5:
             view = functional.hflip(view)
         if self.colour is not None:

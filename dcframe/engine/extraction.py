@@ -14,14 +14,13 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset as TorchDataset
 
 from dcframe.core.distributed import World
-from dcframe.core.interfaces import Backbone, Dataset, Preprocessor
+from dcframe.core.interfaces import Backbone, Preprocessor
 from dcframe.core.progress import Reporter
 from dcframe.data.bad_images import BadImagePolicy
 from dcframe.data.loading import CLUSTERING, CLUSTERING_PIXELS, RunLoader
@@ -48,45 +47,6 @@ def collapse_notes(raw: np.ndarray, tolerance: float = 1e-5) -> list[str]:
         return []
     spread = float(np.ptp(raw, axis=0).max())
     return [COLLAPSE] if spread <= tolerance * float(np.abs(raw).max()) else []
-
-
-class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
-    """Images ``indices`` of a dcframe dataset, transformed, each paired with a target.
-
-    The target is ``targets[i]`` when targets are given (pseudo-labels for training),
-    else the dataset index itself (so extracted rows can be put back in place). With
-    ``seeds``, the transform is called as ``transform(image, seeds[i])`` and draws its
-    randomness from that seed alone (:class:`~dcframe.data.transforms.TrainingView`): the same
-    crop whichever process, worker or thread loads it, and whenever.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        transform: Callable[..., torch.Tensor],
-        indices: np.ndarray,
-        targets: np.ndarray | None = None,
-        seeds: np.ndarray | None = None,
-    ) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.indices = indices
-        self.targets = targets
-        self.seeds = seeds
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def dataset_index(self, i: int) -> int:
-        return int(self.indices[i])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        index = int(self.indices[i])
-        target = index if self.targets is None else int(self.targets[i])
-        image = self.dataset.image(index)
-        if self.seeds is None:
-            return self.transform(image), target
-        return self.transform(image, int(self.seeds[i])), target
 
 
 @torch.no_grad()
@@ -159,12 +119,6 @@ def _cached_views(
         yield index, normalise_pixels(torch.from_numpy(cache.pixels[index]))
 
 
-def _apply(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:
-    for step in chain:
-        x = step.transform(x)
-    return x
-
-
 @dataclass(frozen=True)
 class FeatureShard:
     """One process's rows of the preprocessed features (for a clusterer that clusters the
@@ -174,21 +128,39 @@ class FeatureShard:
     rows: np.ndarray
 
 
+class ExtractionOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`extract_features` and :func:`extract_feature_shards`.
+
+    Attributes:
+        sample_rng: Draws the sample the preprocessing is fitted on (required).
+        batch_size: Images per forward pass (required).
+        device: The network's device (required).
+        autocast: The network's autocast context (required).
+        reporter: Progress bars (required).
+        bad_images: Unreadable images go here (default: fail at the first).
+        world: The processes of a run (default: this one alone).
+        view_cache: Cached clustering views, read and filled.
+        sink: Gets the raw features of the images this process embeds.
+        notes: On the main process, what :func:`collapse_notes` found in the raw features.
+    """
+
+    sample_rng: Required[np.random.Generator]
+    batch_size: Required[int]
+    device: Required[torch.device]
+    autocast: Required[Callable[[], AbstractContextManager[Any]]]
+    reporter: Required[Reporter]
+    bad_images: BadImagePolicy | None
+    world: World | None
+    view_cache: ClusteringViewCache | None
+    sink: Sink | None
+    notes: list[str] | None
+
+
 def extract_features(
     backbone: Backbone,
     loader: RunLoader,
     chain: list[Preprocessor],
-    *,
-    sample_rng: np.random.Generator,
-    batch_size: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
-    reporter: Reporter,
-    bad_images: BadImagePolicy | None = None,
-    world: World | None = None,
-    view_cache: ClusteringViewCache | None = None,
-    sink: Sink | None = None,
-    notes: list[str] | None = None,
+    **options: Unpack[ExtractionOptions],
 ) -> np.ndarray | None:
     """The preprocessed clustering features of every image, row ``i`` = image ``i``.
 
@@ -199,157 +171,160 @@ def extract_features(
     In a distributed run (``world``) every process embeds its share of the sample and of
     the other images; the main process fits the chain, sends the fitted steps to every
     process, and receives every row: it returns the matrix, the other processes None.
-    ``sink`` gets the raw features of the images this process embeds; ``notes``, on the
-    main process, what :func:`collapse_notes` found in the raw features of the sample.
     """
-    args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
-    policy = bad_images or BadImagePolicy()
-    where = (reporter, policy, world or World(), True, view_cache, sink, notes)
-    gathered, _ = _extract(*args, *where)
-    return gathered
+    return _Extraction(backbone, loader, chain, options).gathered()
 
 
 def extract_feature_shards(
     backbone: Backbone,
     loader: RunLoader,
     chain: list[Preprocessor],
-    *,
-    sample_rng: np.random.Generator,
-    batch_size: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
-    reporter: Reporter,
-    bad_images: BadImagePolicy,
-    world: World,
-    view_cache: ClusteringViewCache | None = None,
-    sink: Sink | None = None,
-    notes: list[str] | None = None,
+    **options: Unpack[ExtractionOptions],
 ) -> FeatureShard:
     """As :func:`extract_features`, but every process keeps the rows it embedded (readable
     images only): no process ever holds the N x d matrix."""
-    args = (backbone, loader, chain, sample_rng, batch_size, device, autocast)
-    _, shard = _extract(*args, reporter, bad_images, world, False, view_cache, sink, notes)
-    assert shard is not None
-    return shard
+    return _Extraction(backbone, loader, chain, options).sharded()
 
 
-def _extract(
-    backbone: Backbone,
-    loader: RunLoader,
-    chain: list[Preprocessor],
-    sample_rng: np.random.Generator,
-    batch_size: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
-    reporter: Reporter,
-    policy: BadImagePolicy,
-    world: World,
-    gather: bool,
-    view_cache: ClusteringViewCache | None,
-    sink: Sink | None,
-    notes: list[str] | None,
-) -> tuple[np.ndarray | None, FeatureShard | None]:
-    n = len(loader.dataset)
-    order = policy.readable(sample_rng.permutation(n))
-    fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
-    sample, rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
-    embed = functools.partial(
-        embed_batches,
-        backbone,
-        loader,
-        batch_size=batch_size,
-        device=device,
-        autocast=autocast,
-        reporter=reporter,
-        bad_images=policy,
-        view_cache=view_cache,
-        sink=sink,
-    )
-    width = backbone.feature_dim
-    fitted = np.empty((len(sample), width), dtype=np.float32) if world.is_main else None
+class _Extraction:
+    """One extraction pass: the sample the chain is fitted on first, then the other images."""
 
-    def in_sample(index: np.ndarray) -> np.ndarray:
-        return np.searchsorted(sample, index)
+    def __init__(
+        self,
+        backbone: Backbone,
+        loader: RunLoader,
+        chain: list[Preprocessor],
+        options: ExtractionOptions,
+    ) -> None:
+        self.chain = chain
+        self.world = options.get("world") or World()
+        self.policy = options.get("bad_images") or BadImagePolicy()
+        self.notes = options.get("notes")
+        self.rng = options["sample_rng"]
+        self.num_images, self.width = len(loader.dataset), backbone.feature_dim
+        self.embed = functools.partial(
+            embed_batches,
+            backbone,
+            loader,
+            batch_size=options["batch_size"],
+            device=options["device"],
+            autocast=options["autocast"],
+            reporter=options["reporter"],
+            bad_images=self.policy,
+            view_cache=options.get("view_cache"),
+            sink=options.get("sink"),
+        )
+        order = self.policy.readable(self.rng.permutation(self.num_images))
+        fit_rows = max((step.fit_sample_size(len(order)) for step in chain), default=0)
+        self.sample, self.rest = np.sort(order[:fit_rows]), np.sort(order[fit_rows:])
 
-    if gather:
-        _embed_into(world, embed, sample, in_sample, fitted, [], width)
-    else:  # keep this process's raw rows: they are transformed here once the chain is fitted
-        raw_index, raw = _embed_shard(world, embed, sample, [], width)
-        world.gather_rows(in_sample(raw_index), raw, fitted)
-    policy.skipped.update(world.union(policy.skipped))
+    def gathered(self) -> np.ndarray | None:
+        """Every row on the main process (None elsewhere), the sample's rows fitted first."""
+        world, sample = self.world, self.sample
+        fitted = self._sample_matrix()
+        self._embed_into(sample, lambda index: np.searchsorted(sample, index), fitted, [])
+        self._share_skipped()
+        rows, rows_of = self._fit(fitted)
+        out_dim = _output_dim(self.chain, self.width)
+        out = None
+        if world.is_main:
+            out = np.zeros((self.num_images, out_dim), dtype=np.float32)  # unreadable: zero
+            out[rows_of] = rows
+        del rows
+        self._embed_into(self.rest, lambda index: index, out, self.chain)
+        self._share_skipped()
+        if out is not None and self.notes is not None and not self.chain:  # rows are raw
+            self.notes.extend(collapse_notes(out[self.policy.readable(np.arange(len(out)))]))
+        return out
 
-    kept: dict[str, np.ndarray] = {}
-
-    def fit_on_main() -> list[dict[str, Any]]:
-        assert fitted is not None
-        if notes is not None:
-            notes.extend(collapse_notes(fitted))
-        kept["rows"], kept["sample"] = fit_chain(chain, fitted, sample, policy, sample_rng)
-        return [fitted_state(step) for step in chain]
-
-    states = world.run_on_main(fit_on_main)  # fitted once, the same on every process
-    if not world.is_main:
-        for step, state in zip(chain, states, strict=True):
-            load_fitted_state(step, state)
-    out_dim = _output_dim(chain, width)
-    if not gather:
-        rest_index, rest_rows = _embed_shard(world, embed, rest, chain, out_dim)
-        policy.skipped.update(world.union(policy.skipped))
+    def sharded(self) -> FeatureShard:
+        """This process's rows (readable images only), the sample's raw rows kept here until
+        the chain is fitted on the main process."""
+        world, sample = self.world, self.sample
+        fitted = self._sample_matrix()
+        raw_index, raw = self._embed_share(sample, [], self.width)
+        world.gather_rows(np.searchsorted(sample, raw_index), raw, fitted)
+        self._share_skipped()
+        self._fit(fitted)
+        out_dim = _output_dim(self.chain, self.width)
+        rest_index, rest_rows = self._embed_share(self.rest, self.chain, out_dim)
+        self._share_skipped()
         index = np.concatenate([raw_index, rest_index])
-        rows = np.concatenate([_transform_chain(chain, raw), rest_rows])
+        rows = np.concatenate([_transform_chain(self.chain, raw), rest_rows])
         order = np.argsort(index, kind="stable")
-        keep = order[~np.isin(index[order], list(policy.skipped))]
-        return None, FeatureShard(index[keep], rows[keep])
-    out = None
-    if world.is_main:
-        out = np.zeros((n, out_dim), dtype=np.float32)  # rows of unreadable images stay zero
-        out[kept["sample"]] = kept.pop("rows")
-    _embed_into(world, embed, rest, lambda index: index, out, chain, out_dim)
-    policy.skipped.update(world.union(policy.skipped))
-    if out is not None and notes is not None and not chain:  # no sample: the rows are raw
-        notes.extend(collapse_notes(out[policy.readable(np.arange(n))]))
-    return out, None
+        keep = order[~np.isin(index[order], list(self.policy.skipped))]
+        return FeatureShard(index[keep], rows[keep])
 
+    def _sample_matrix(self) -> np.ndarray | None:
+        """Where the main process receives the sample's raw rows (None elsewhere)."""
+        if not self.world.is_main:
+            return None
+        return np.empty((len(self.sample), self.width), dtype=np.float32)
 
-def _embed_shard(
-    world: World,
-    embed: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
-    items: np.ndarray,
-    chain: list[Preprocessor],
-    width: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """This process's share of ``items`` (sorted dataset indices) and their rows through
-    ``chain`` (``width`` floats; rows of unreadable images stay zero)."""
-    mine = world.shard(items)
-    local = np.zeros((len(mine), width), dtype=np.float32)
-    for index, features in embed(mine, description=_bar_label(chain)):
-        local[np.searchsorted(mine, index)] = _apply(chain, features)
-    return mine, local
+    def _fit(self, fitted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Fit the chain on the main process and send it to the others; on the main process
+        the sample's rows through the chain and the images they belong to."""
+        kept: dict[str, np.ndarray] = {}
 
+        def fit_on_main() -> list[dict[str, Any]]:
+            assert fitted is not None
+            if self.notes is not None:
+                self.notes.extend(collapse_notes(fitted))
+            kept["rows"], kept["of"] = fit_chain(
+                self.chain, fitted, self.sample, self.policy, self.rng
+            )
+            return [fitted_state(step) for step in self.chain]
 
-def _embed_into(
-    world: World,
-    embed: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
-    items: np.ndarray,
-    position: Callable[[np.ndarray], np.ndarray],
-    into: np.ndarray | None,
-    chain: list[Preprocessor],
-    width: int,
-) -> None:
-    """Embed this process's share of ``items`` (sorted dataset indices) through ``chain`` and
-    put the row of image ``i`` (``width`` floats) at ``into[position(i)]`` on the main
-    process."""
-    if not world.distributed:  # straight into place: no second copy of the rows
-        assert into is not None
-        for index, features in embed(items, description=_bar_label(chain)):
-            into[position(index)] = _apply(chain, features)
-        return
-    mine, local = _embed_shard(world, embed, items, chain, width)
-    world.gather_rows(position(mine), local, into)
+        states = self.world.run_on_main(fit_on_main)  # fitted once, the same everywhere
+        if not self.world.is_main:
+            for step, state in zip(self.chain, states, strict=True):
+                load_fitted_state(step, state)
+            return np.empty(0), np.empty(0, dtype=np.int64)
+        return kept["rows"], kept["of"]
 
+    def _share_skipped(self) -> None:
+        """Every process learns the images any process found unreadable."""
+        self.policy.skipped.update(self.world.union(self.policy.skipped))
 
-def _bar_label(chain: list[Preprocessor]) -> str:
-    return "embedding images" if chain else "embedding the preprocessing's fit sample"
+    def _fill(
+        self,
+        into: np.ndarray,
+        position: Callable[[np.ndarray], np.ndarray],
+        items: np.ndarray,
+        chain: list[Preprocessor],
+    ) -> None:
+        """Embed ``items`` (sorted dataset indices) on this process and put the row of image
+        ``i``, through ``chain``, at ``into[position(i)]``."""
+        label = "embedding images" if chain else "embedding the preprocessing's fit sample"
+        for index, features in self.embed(items, description=label):
+            into[position(index)] = _transform_chain(chain, features)
+
+    def _embed_share(
+        self, items: np.ndarray, chain: list[Preprocessor], width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This process's share of ``items`` and their rows through ``chain`` (``width``
+        floats; rows of unreadable images stay zero)."""
+        mine = self.world.shard(items)
+        local = np.zeros((len(mine), width), dtype=np.float32)
+        self._fill(local, lambda index: np.searchsorted(mine, index), mine, chain)
+        return mine, local
+
+    def _embed_into(
+        self,
+        items: np.ndarray,
+        position: Callable[[np.ndarray], np.ndarray],
+        into: np.ndarray | None,
+        chain: list[Preprocessor],
+    ) -> None:
+        """Every process embeds its share of ``items``; the main process gets the row of
+        image ``i`` at ``into[position(i)]``."""
+        if not self.world.distributed:  # straight into place: no second copy of the rows
+            assert into is not None
+            self._fill(into, position, items, chain)
+            return
+        width = into.shape[1] if into is not None else _output_dim(chain, self.width)
+        mine, local = self._embed_share(items, chain, width)
+        self.world.gather_rows(position(mine), local, into)
 
 
 def _transform_chain(chain: list[Preprocessor], x: np.ndarray) -> np.ndarray:

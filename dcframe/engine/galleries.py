@@ -99,7 +99,9 @@ def gallery_grid(
     sizes = np.bincount(assignment[assignment >= 0], minlength=1)
     rows = []
     for cluster in pick_clusters(sizes, rng, clusters).largest:
-        shown = shown_members(assignment, distances, int(cluster), rng, per_cluster, 0)
+        shown = shown_members(
+            assignment, distances, int(cluster), rng, closest=per_cluster, random_members=0
+        )
         images = [pixels_of(int(i)) for i in shown.members[:per_cluster]]
         blank = torch.zeros_like(images[0])
         rows.extend(images + [blank] * (per_cluster - len(images)))

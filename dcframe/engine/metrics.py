@@ -205,5 +205,5 @@ def leave_one_out_knn(
         device: Where the similarities are computed (a GPU when the run has one).
     """
     ids = np.arange(len(rows))
-    values, positions = nearest_others(rows, ids, rows[queries], queries, k, device)
+    values, positions = nearest_others(rows, ids, rows[queries], queries, k, device=device)
     return knn_vote_accuracy(values, labels[positions], labels[queries], k, temperature)

@@ -10,13 +10,44 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
 from dcframe.core import kinds
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Dataset
 from dcframe.core.params import Params
-from dcframe.engine.extraction import ImageSubset
 from dcframe.evaluation.options import DataOptions, DatasetChoice
+
+
+class ImageSubset(TorchDataset[tuple[torch.Tensor, int]]):
+    """Images ``indices`` of a dcframe dataset, transformed, each paired with a target.
+
+    The target is ``targets[i]`` when targets are given (the labels), else the dataset
+    index itself (so extracted rows can be put back in place).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        transform: Callable[..., torch.Tensor],
+        indices: np.ndarray,
+        targets: np.ndarray | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.indices = indices
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def dataset_index(self, i: int) -> int:
+        return int(self.indices[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        index = int(self.indices[i])
+        target = index if self.targets is None else int(self.targets[i])
+        return self.transform(self.dataset.image(index)), target
 
 
 @dataclass(frozen=True)
