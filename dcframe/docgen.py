@@ -1,19 +1,22 @@
-"""Documentation generated from the code: the recipe reference and the CLI reference.
+"""Documentation generated from the code: the recipe, CLI and Python API references.
 
 The documentation site builds these pages at build time (a mkdocs hook calls
-:func:`recipe_reference` and :func:`cli_reference`), so they always describe the code and
-the plugins installed in the building environment; nothing generated is committed.
+:func:`recipe_reference`, :func:`cli_reference` and :func:`api_reference`), so they always
+describe the code and the plugins installed in the building environment; nothing
+generated is committed.
 
 * :func:`recipe_reference`: every recipe section and every registered component (built-in
   or plugin) with its origin, docstring and parameter table, from the registries and the
   pydantic models.
 * :func:`cli_reference`: every ``dcframe`` command with its usage, help and options, from
   the typer application.
+* :func:`api_reference`: the Python API, one section per layer of the package (the
+  layer's own docstring, then each of its modules), in the layers' order.
 * :func:`mermaid_fence`: a ``pymdownx.superfences`` formatter that renders the small
   subset of mermaid flowcharts the pages use as inline SVG at build time, so the site
   never fetches mermaid.js from a CDN.
 
-Run ``python -m dcframe.docgen recipes`` (or ``cli``) to print a page.
+Run ``python -m dcframe.docgen recipes`` (or ``cli``, ``api``) to print a page.
 """
 
 from __future__ import annotations
@@ -565,15 +568,57 @@ def mermaid_fence(
     return f'<div class="{html.escape(class_name)}">{flowchart_svg(source)}</div>'
 
 
+# ------------------------------------------------------------------------ the API
+
+#: The layers whose modules make up the Python API, bottom to top (docs/design.md,
+#: "Layers"); the command line, the report and the built-in components have pages of
+#: their own.
+API_LAYERS = ("core", "data", "recipe", "store", "engine", "evaluation", "tools")
+
+
+def api_reference() -> str:
+    """The "Python API" page: the public modules, then every module of each layer."""
+    import importlib
+    import pkgutil
+
+    import dcframe
+
+    parts = [
+        "# Python API\n\n"
+        "Generated from the package's layout: one section per layer, bottom to top, each "
+        "introduced by its own docstring ([Design decisions](../design.md#layers) says what "
+        "the layers are and how the rule between them is checked). The "
+        "[recipe reference](recipes.md) documents the components themselves, and "
+        "[How it works](../how-it-works.md) shows where each piece fits in an epoch.\n\n"
+        "## The public API\n\n"
+        f"{_module_doc(dcframe)}\n\n"
+        "::: dcframe.api\n\n"
+        "A plugin imports one module, `dcframe.plugin`: the component base classes, "
+        "their parameter models, `UserError`, `World`, the clusterer helpers and the "
+        "contract checks, each documented below where it is defined.\n"
+    ]
+    for layer in API_LAYERS:
+        package = importlib.import_module(f"dcframe.{layer}")
+        names = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+        blocks = [f"::: dcframe.{layer}.{name}" for name in names if not name.startswith("_")]
+        heading = f"## `dcframe.{layer}`"
+        parts.append(f"{heading}\n\n{_module_doc(package)}\n\n" + "\n\n".join(blocks) + "\n")
+    return "\n".join(parts)
+
+
+def _module_doc(module: Any) -> str:
+    return docstring_markdown(module.__doc__ or "")
+
+
 # ---------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dcframe.docgen recipes|cli``: print a generated page."""
+    """``python -m dcframe.docgen recipes|cli|api``: print a generated page."""
     args = sys.argv[1:] if argv is None else argv
-    pages = {"recipes": recipe_reference, "cli": cli_reference}
+    pages = {"recipes": recipe_reference, "cli": cli_reference, "api": api_reference}
     if len(args) != 1 or args[0] not in pages:
-        print("usage: python -m dcframe.docgen recipes|cli", file=sys.stderr)
+        print("usage: python -m dcframe.docgen recipes|cli|api", file=sys.stderr)
         return 2
     sys.stdout.write(pages[args[0]]())
     return 0
