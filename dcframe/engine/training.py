@@ -167,6 +167,18 @@ class WithExtraHeads(nn.Module):
         return [self.backbone.top_layer(inputs), *(head(inputs) for head in self.extra)]
 
 
+def _items(sample: TrainingSample, positions: np.ndarray) -> list[Item]:
+    """The loader's items of one step: each sample's image, pseudo-label (a tuple with
+    several heads) and crop seed."""
+    rows = np.atleast_2d(sample.targets)  # one row per head
+    items = []
+    for position in positions:
+        image = int(sample.indices[position])
+        target = int(rows[0, image]) if len(rows) == 1 else tuple(rows[:, image].tolist())
+        items.append(Item(TRAINING, image, target, int(sample.seeds[position])))
+    return items
+
+
 def mean_cross_entropy(
     output: torch.Tensor | list[torch.Tensor], targets: list[torch.Tensor]
 ) -> torch.Tensor:
@@ -332,19 +344,10 @@ class Trainer:
         """
         reporter = reporter or Reporter(quiet=True)
         bad_images = bad_images or BadImagePolicy()
-        indices, seeds = sample.indices, sample.seeds
         self.backbone.train()
         model = self._parallel()
-        plan = self.steps(len(indices))
-        rows = np.atleast_2d(sample.targets)  # one row per head
-
-        def item(position: int) -> Item:
-            image = int(indices[position])
-            target = int(rows[0, image]) if len(rows) == 1 else tuple(rows[:, image].tolist())
-            return Item(TRAINING, image, target, int(seeds[position]))
-
-        data = loader.load([[item(i) for i in step] for step in plan[progress.step :]])
-        scaler = self.scaler
+        plan = self.steps(len(sample.indices))
+        data = loader.load([_items(sample, step) for step in plan[progress.step :]])
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
@@ -356,30 +359,13 @@ class Trainer:
             if images is None:  # no image of this step was readable: nothing to learn from
                 progress.step += 1
                 continue
-            images = to_device(images, self.devices.network)
-            heads = [
-                t.to(self.devices.network, non_blocking=True)
-                for t in (labels if isinstance(labels, list) else [labels])
-            ]
-            count = len(heads[0])
-            global_batch = min(batch, len(indices) - progress.step * batch)
             if hooks.rate is not None:  # optimizer.schedule: both optimizers follow it
                 lr = hooks.rate(progress.step)
                 for group in (*self.body_optimizer.param_groups, *top.param_groups):
                     group["lr"] = lr
-            with self.autocast():
-                mean = mean_cross_entropy(model(images), heads)
-            # DDP averages gradients over processes; weighting each process's mean by its
-            # share of the global batch makes that average the global batch's mean (the
-            # factor is exactly 1 in one process and when the batch splits evenly).
-            share = count * self.world.size / global_batch
-            self.body_optimizer.zero_grad(set_to_none=True)
-            top.zero_grad(set_to_none=True)
-            scaler.scale(mean * share).backward()
-            scaler.step(self.body_optimizer)
-            scaler.step(top)
-            scaler.update()
-            unchecked.add(mean.detach(), count)  # stays on the device: no wait here
+            global_batch = min(batch, len(sample.indices) - progress.step * batch)
+            mean, count = self._step(model, top, (images, labels), global_batch)
+            unchecked.add(mean, count)  # stays on the device: no wait here
             progress.step += 1
             every = self.checkpoint_every_steps
             due = bool(every and progress.step % every == 0 and progress.step < len(plan))
@@ -396,6 +382,28 @@ class Trainer:
             self._check(unchecked, progress)
         loss_sum, seen = self.totals(progress)
         return loss_sum / max(seen, 1)
+
+    def _step(
+        self, model: nn.Module, top: torch.optim.SGD, batch: tuple[Any, Any], global_batch: int
+    ) -> tuple[torch.Tensor, int]:
+        """One optimisation step on ``batch`` (images, labels of each head); the batch's mean
+        loss (still on the device) and its number of images."""
+        images = to_device(batch[0], self.devices.network)
+        labels = batch[1] if isinstance(batch[1], list) else [batch[1]]
+        heads = [t.to(self.devices.network, non_blocking=True) for t in labels]
+        with self.autocast():
+            mean = mean_cross_entropy(model(images), heads)
+        # DDP averages gradients over processes; weighting each process's mean by its
+        # share of the global batch makes that average the global batch's mean (the
+        # factor is exactly 1 in one process and when the batch splits evenly).
+        share = len(heads[0]) * self.world.size / global_batch
+        self.body_optimizer.zero_grad(set_to_none=True)
+        top.zero_grad(set_to_none=True)
+        self.scaler.scale(mean * share).backward()
+        self.scaler.step(self.body_optimizer)
+        self.scaler.step(top)
+        self.scaler.update()
+        return mean.detach(), len(heads[0])
 
     def _running(self, progress: PassProgress, images: int, since: float) -> dict[str, float]:
         """The pass's running loss, the learning rate, and the images per second of all
