@@ -22,7 +22,9 @@ Run ``python -m dcframe.docgen recipes`` (or ``cli``, ``api``) to print a page.
 from __future__ import annotations
 
 import html
+import importlib
 import inspect
+import pkgutil
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -578,9 +580,6 @@ API_LAYERS = ("core", "data", "recipe", "store", "engine", "evaluation", "tools"
 
 def api_reference() -> str:
     """The "Python API" page: the public modules, then every module of each layer."""
-    import importlib
-    import pkgutil
-
     import dcframe
 
     parts = [
