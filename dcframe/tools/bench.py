@@ -140,88 +140,12 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
         raise UserError(f"--images {len(data)} is too few for this recipe: {error}") from error
     devices = resolve_devices(recipe.run, parts.clusterer, reporter)
     trainer = Trainer.create(recipe, parts.backbone, devices)
-    backbone, device, batch = parts.backbone, devices.network, recipe.optimizer.batch_size
-    k = min(parts.clusterer.k, len(data))
-
-    # What the floors start from, prepared once outside any timing. The run's loader serves
-    # the floors' decoding too, so both sides have the same (already started) workers.
-    loader = trainer.loader_for(data)
-    decoded = _decoded(loader, CLUSTERING, batch)
-    with _eval_mode(backbone):
-        raw = torch.cat([backbone.embed(x.to(device)).float().cpu() for x, _ in decoded]).numpy()
-    augmented = _decoded(loader, TRAINING, batch)
-
-    scratch = tempfile.TemporaryDirectory(prefix="dcframe-bench-")
-    cache = None
-    if recipe.run.view_cache_gib:  # timed as from the second epoch on: the cache is full
-        cache = ClusteringViewCache(Path(scratch.name), len(data), backbone.input_size)
-
-    def extract() -> object:
-        # The preprocessing is fitted in the next row (against raw faiss), not here.
-        return extract_features(
-            backbone,
-            loader,
-            [],
-            sample_rng=np.random.default_rng(recipe.run.seed),
-            batch_size=batch,
-            device=device,
-            autocast=trainer.autocast,
-            reporter=Reporter(quiet=True),
-            view_cache=cache,
-        )
-
-    if cache is not None:
-        extract()
-
-    def forward_in_memory() -> object:
-        with _eval_mode(backbone), trainer.autocast():
-            return [backbone.embed(x.to(device)) for x, _ in decoded]
-
-    def decode_then_forward() -> object:
-        batches = _decoded(loader, CLUSTERING, batch)
-        with _eval_mode(backbone), trainer.autocast():
-            return [backbone.embed(x.to(device)) for x, _ in batches]
-
-    def cluster() -> object:
-        rng = np.random.default_rng(recipe.run.seed)
-        rows, _ = fit_chain(parts.preprocessors, raw, np.arange(len(raw)), BadImagePolicy(), rng)
-        return with_k(parts.clusterer, k).cluster(rows, 1, devices.clusterer)
-
-    def raw_faiss() -> object:
-        return _raw_faiss(raw, parts, k)
-
-    def train() -> object:
-        indices = np.arange(len(data))
-        sample = TrainingSample(indices, targets=indices % k, seeds=indices)
-        top = trainer.new_top_layer(k)
-        return trainer.train_pass(loader, sample, top, PassProgress(), PassHooks())
-
-    def train_in_memory() -> object:
-        top = trainer.new_top_layer(k)
-        loss_fn = nn.CrossEntropyLoss()
-        backbone.train()
-        for x, y in augmented:
-            with trainer.autocast():
-                loss = loss_fn(backbone(x.to(device)), (y % k).to(device))
-            trainer.body_optimizer.zero_grad(set_to_none=True)
-            top.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.body_optimizer.step()
-            top.step()
-        return loss.item()
-
-    reporter.info(f"timing {len(data)} of {full} images, {repeat} times each")
-    (ex, fw), (ex2, seq), (cl, fa), (tr, tf) = _median_pairs(
-        repeat,
-        [
-            (extract, forward_in_memory),
-            (extract, decode_then_forward),
-            (cluster, raw_faiss),
-            (train, train_in_memory),
-        ],
-    )
-    scratch.cleanup()
-    cached = " (views cached)" if cache is not None else ""
+    with tempfile.TemporaryDirectory(prefix="dcframe-bench-") as scratch:
+        stages = _Stages(recipe, sliced, trainer, Path(scratch))
+        reporter.info(f"timing {len(data)} of {full} images, {repeat} times each")
+        (ex, fw), (ex2, seq), (cl, fa), (tr, tf) = _median_pairs(repeat, stages.pairs())
+    k = stages.k
+    cached = " (views cached)" if stages.cache is not None else ""
     rows = [
         StageTiming(f"extraction{cached}", ex, "forward pass on tensors in memory", fw),
         StageTiming(f"extraction{cached}", ex2, "decode, then forward, one after the other", seq),
@@ -239,6 +163,94 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     }
     projection["total"] = sum(projection.values())
     return BenchReport(recipe.run.name, len(data), full, samples, repeat, rows, projection)
+
+
+class _Stages:
+    """Each timed dcframe stage beside its floor, on the sliced components (``parts``, whose
+    clusterer already has the slice's k), with what the floors start from prepared once,
+    outside any timing."""
+
+    def __init__(self, recipe: Any, parts: Components, trainer: Trainer, scratch: Path) -> None:
+        self.seed, self.parts, self.trainer = recipe.run.seed, parts, trainer
+        self.k, self.batch = parts.clusterer.k, recipe.optimizer.batch_size
+        backbone, device = parts.backbone, trainer.devices.network
+        # The run's loader serves the floors' decoding too, so both sides have the same
+        # (already started) workers.
+        self.loader = trainer.loader_for(parts.dataset)
+        self.decoded = _decoded(self.loader, CLUSTERING, self.batch)
+        with _eval_mode(backbone):
+            embedded = [backbone.embed(x.to(device)).float().cpu() for x, _ in self.decoded]
+        self.raw = torch.cat(embedded).numpy()
+        self.augmented = _decoded(self.loader, TRAINING, self.batch)
+        self.cache = None
+        if recipe.run.view_cache_gib:  # timed as from the second epoch on: the cache is full
+            n, size = len(parts.dataset), backbone.input_size
+            self.cache = ClusteringViewCache(scratch, n, size)
+            self.extract()
+
+    def pairs(self) -> list[tuple[Callable[[], object], Callable[[], object]]]:
+        """(dcframe's stage, its floor), in the table's order."""
+        return [
+            (self.extract, self.forward_in_memory),
+            (self.extract, self.decode_then_forward),
+            (self.cluster, self.raw_faiss),
+            (self.train, self.train_in_memory),
+        ]
+
+    def extract(self) -> object:
+        # The preprocessing is fitted in the next row (against raw faiss), not here.
+        return extract_features(
+            self.parts.backbone,
+            self.loader,
+            [],
+            sample_rng=np.random.default_rng(self.seed),
+            batch_size=self.batch,
+            device=self.trainer.devices.network,
+            autocast=self.trainer.autocast,
+            reporter=Reporter(quiet=True),
+            view_cache=self.cache,
+        )
+
+    def forward_in_memory(self) -> object:
+        return self._forward(self.decoded)
+
+    def decode_then_forward(self) -> object:
+        return self._forward(_decoded(self.loader, CLUSTERING, self.batch))
+
+    def _forward(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> object:
+        backbone, device = self.parts.backbone, self.trainer.devices.network
+        with _eval_mode(backbone), self.trainer.autocast():
+            return [backbone.embed(x.to(device)) for x, _ in batches]
+
+    def cluster(self) -> object:
+        rng = np.random.default_rng(self.seed)
+        chain, raw = self.parts.preprocessors, self.raw
+        rows, _ = fit_chain(chain, raw, np.arange(len(raw)), BadImagePolicy(), rng)
+        return self.parts.clusterer.cluster(rows, 1, self.trainer.devices.clusterer)
+
+    def raw_faiss(self) -> object:
+        return _raw_faiss(self.raw, self.parts, self.k)
+
+    def train(self) -> object:
+        indices = np.arange(len(self.parts.dataset))
+        sample = TrainingSample(indices, targets=indices % self.k, seeds=indices)
+        top = self.trainer.new_top_layer(self.k)
+        return self.trainer.train_pass(self.loader, sample, top, PassProgress(), PassHooks())
+
+    def train_in_memory(self) -> object:
+        trainer, device = self.trainer, self.trainer.devices.network
+        top = trainer.new_top_layer(self.k)
+        loss_fn = nn.CrossEntropyLoss()
+        trainer.backbone.train()
+        for x, y in self.augmented:
+            with trainer.autocast():
+                loss = loss_fn(trainer.backbone(x.to(device)), (y % self.k).to(device))
+            trainer.body_optimizer.zero_grad(set_to_none=True)
+            top.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.body_optimizer.step()
+            top.step()
+        return loss.item()
 
 
 def _decoded(loader: RunLoader, view: str, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
