@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
+import dcframe
 from dcframe.core.describe import ParameterRow, parameter_rows
 from dcframe.core.params import Params
 
@@ -580,8 +581,6 @@ API_LAYERS = ("core", "data", "recipe", "store", "engine", "evaluation", "tools"
 
 def api_reference() -> str:
     """The "Python API" page: the public modules, then every module of each layer."""
-    import dcframe
-
     parts = [
         "# Python API\n\n"
         "Generated from the package's layout: one section per layer, bottom to top, each "

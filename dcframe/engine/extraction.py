@@ -322,8 +322,7 @@ class _Extraction:
             assert into is not None
             self._fill(into, position, items, chain)
             return
-        width = into.shape[1] if into is not None else _output_dim(chain, self.width)
-        mine, local = self._embed_share(items, chain, width)
+        mine, local = self._embed_share(items, chain, _output_dim(chain, self.width))
         self.world.gather_rows(position(mine), local, into)
 
 
