@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from dcframe.components.clusterers import FaissKMeans, FaissKMeansParams
+from dcframe.components.builtin_params import FaissKMeansParams
+from dcframe.components.clusterers import FaissKMeans
 
 rows = np.random.default_rng(0).standard_normal((1_281_167, 256), dtype=np.float32)
 start = time.perf_counter()

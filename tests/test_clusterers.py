@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dcframe.components.clusterers import (
-    FaissKMeans,
-    FaissKMeansParams,
-    SklearnKMeans,
-    SklearnKMeansParams,
-)
+from dcframe.components.builtin_params import FaissKMeansParams, SklearnKMeansParams
+from dcframe.components.clusterers import FaissKMeans, SklearnKMeans
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Clusterer, Clustering
 from dcframe.engine.metrics import cluster_size_stats, nmi

@@ -28,7 +28,7 @@ import typer.main
 
 from dcframe import docgen, recipe, registries
 from dcframe.cli import app
-from dcframe.components.clusterers import FaissKMeansParams
+from dcframe.components.builtin_params import FaissKMeansParams
 from dcframe.core.describe import parameter_rows
 from tests.conftest import make_distribution
 

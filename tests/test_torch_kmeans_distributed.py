@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from dcframe_torch_kmeans import (
-    TorchKMeans,
-    TorchKMeansParams,
-    generator_for_seed,
-    lloyd,
-    random_init,
-)
 
-from dcframe.plugin import World
+from dcframe.components.builtin_params import TorchKMeansParams
+from dcframe.components.clusterers import TorchKMeans
+from dcframe.components.clusterers.lloyd import lloyd, random_init
+from dcframe.components.clusterers.torch_kmeans import generator_for_seed
+from dcframe.core.distributed import World
 
 K, SEED = 24, 7
 

@@ -220,6 +220,30 @@ class SklearnKMeansParams(ClustererParams):
     )
 
 
+class TorchKMeansParams(ClustererParams):
+    """Parameters of :class:`~dcframe.components.clusterers.TorchKMeans`."""
+
+    iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
+    metric: Literal["euclidean", "spherical"] = Field(
+        "euclidean",
+        description=(
+            "euclidean (paper) or spherical: rows and centroids L2-normalised, rows assigned "
+            "to the centroid of highest cosine similarity."
+        ),
+    )
+    init: Literal["random", "k-means++"] = Field(
+        "random", description="Initial centroids: k distinct random rows (paper) or k-means++."
+    )
+    batch_rows: int = Field(
+        65536,
+        ge=1,
+        description=(
+            "Rows per distance block: memory holds a batch_rows x k float32 score matrix, "
+            "never the full N x k one."
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------- samplers
 
 

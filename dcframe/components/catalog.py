@@ -20,6 +20,7 @@ from dcframe.components.builtin_params import (
     SklearnDigitsParams,
     SklearnKMeansParams,
     TensorBoardParams,
+    TorchKMeansParams,
     UniformClusterParams,
     VGG16Params,
     WebDatasetParams,
@@ -46,9 +47,11 @@ def preprocessors() -> dict[str, Builtin]:
 
 
 def clusterers() -> dict[str, Builtin]:
+    here = f"{_HERE}.clusterers"
     return {
-        "faiss-kmeans": Builtin(f"{_HERE}.clusterers:FaissKMeans", FaissKMeansParams),
-        "sklearn-kmeans": Builtin(f"{_HERE}.clusterers:SklearnKMeans", SklearnKMeansParams),
+        "faiss-kmeans": Builtin(f"{here}.faiss_kmeans:FaissKMeans", FaissKMeansParams),
+        "torch-kmeans": Builtin(f"{here}.torch_kmeans:TorchKMeans", TorchKMeansParams),
+        "sklearn-kmeans": Builtin(f"{here}.sklearn_kmeans:SklearnKMeans", SklearnKMeansParams),
     }
 
 

@@ -20,15 +20,16 @@ __all__ = ["check_device", "check_k", "float32_rows", "import_faiss"]
 def import_faiss() -> ModuleType:
     """The ``faiss`` module, or a :class:`UserError` saying how to install it.
 
-    faiss is an optional dependency (``dcframe[cpu]`` or ``dcframe[gpu]``), so it is imported
-    only when a faiss-backed component runs; the scikit-learn path works without it.
+    faiss is an optional dependency (``dcframe[cpu]``; a GPU build only where one matches
+    torch's CUDA, docs/gpu.md), so it is imported only when a faiss-backed component runs;
+    torch-kmeans and sklearn-kmeans work without it.
     """
     try:
         return importlib.import_module("faiss")
     except ImportError as exc:
         raise UserError(
-            "faiss is not installed: pip install 'dcframe[cpu]' (or 'dcframe[gpu]' for CUDA), "
-            "or use the sklearn-kmeans clusterer"
+            "faiss is not installed: pip install 'dcframe[cpu]', or use the torch-kmeans "
+            "clusterer (clusterer.name = 'torch-kmeans'), which needs only torch"
         ) from exc
 
 

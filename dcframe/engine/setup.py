@@ -95,9 +95,11 @@ def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devic
             cluster_device = "cuda"
         elif run.device == "cuda" and "cuda" in type(clusterer).devices:
             raise UserError(
-                "run.device: 'cuda' requested but the clusterer cannot use the GPU here "
-                "(for faiss-kmeans install faiss-gpu: pip install 'dcframe[gpu]'); "
-                "or use --set run.device=auto to cluster on the CPU"
+                "run.device: 'cuda' requested but the clusterer cannot use the GPU here: "
+                "--set clusterer.name=torch-kmeans clusters on any GPU torch runs on "
+                "(faiss-kmeans needs a faiss GPU build matching torch's CUDA, see docs/gpu.md; "
+                "`dcframe doctor` tells what is installed), or --set run.device=auto to "
+                "cluster on the CPU"
             )
         else:
             reporter.info("clustering on the CPU (the clusterer has no GPU support here)")

@@ -43,7 +43,14 @@ from dcframe.store.checkpoint_file import read_checkpoint
 from dcframe.store.lock import locked
 
 LIBRARIES = ("dcframe", "torch", "torchvision", "numpy", "scikit-learn", "pydantic")
-FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss")
+FAISS_DISTRIBUTIONS = (
+    "faiss-cpu",
+    "faiss-gpu",
+    "faiss-gpu-cuvs",
+    "faiss-gpu-cu12",
+    "faiss-gpu-cu11",
+    "faiss",
+)
 
 
 def _version_of(distribution: str) -> str | None:

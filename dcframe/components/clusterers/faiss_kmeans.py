@@ -1,8 +1,8 @@
-"""k-means clusterers: faiss (the paper's tool, CPU or GPU) and scikit-learn (CPU only).
+"""The ``faiss-kmeans`` clusterer: the paper's tool, on the CPU or on GPUs of a matching build.
 
-Both run Lloyd's algorithm from k random rows for at most a fixed number of iterations, once,
-and return the nearest-final-centroid label of every row. They differ in how they repair empty
-clusters during the iterations; each class documents its rule.
+On a GPU it needs a faiss GPU build made for the same CUDA major version as torch's and
+for the GPU's compute capability (docs/gpu.md lists the pairs); the built-in
+``torch-kmeans`` needs nothing beyond torch.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dcframe.components.builtin_params import FaissKMeansParams, SklearnKMeansParams
+from dcframe.components.builtin_params import FaissKMeansParams
 from dcframe.core.clustering import check_device, check_k, float32_rows, import_faiss
 from dcframe.core.interfaces import Clusterer, Clustering
 from dcframe.core.params import Params
 
-# faiss seeds are C ints (a negative one means "seed from the clock"); sklearn's
-# random_state must fit in 32 unsigned bits.
-_FAISS_SEED_MODULUS = 2**31
-_SKLEARN_SEED_MODULUS = 2**32
+# faiss seeds are C ints (a negative one means "seed from the clock").
+FAISS_SEED_MODULUS = 2**31
 
 
 def _last_objective(faiss: ModuleType, clus: Any) -> float:
@@ -78,7 +76,7 @@ class FaissKMeans(Clusterer):
 
         clus = faiss.Clustering(dim, self.k)
         clus.niter = self.params.iterations
-        clus.seed = seed % _FAISS_SEED_MODULUS
+        clus.seed = seed % FAISS_SEED_MODULUS
         clus.max_points_per_centroid = self.params.max_points_per_centroid
         # faiss warns when N < 39 k; small datasets are legitimate here and k <= N is checked.
         clus.min_points_per_centroid = 1
@@ -107,49 +105,4 @@ class FaissKMeans(Clusterer):
             assignments=nearest.ravel().astype(np.int64),
             objective=_last_objective(faiss, clus),
             centroids=centroids.astype(np.float32, copy=False),
-        )
-
-
-class SklearnKMeans(Clusterer):
-    """Euclidean k-means with scikit-learn (Lloyd, one run), a CPU path that needs no faiss.
-
-    ``init="random"`` starts from ``k`` distinct random rows, as the paper does. With a zero
-    tolerance scikit-learn runs ``iterations`` iterations unless the labels stop changing
-    earlier, in which case further iterations would not change anything.
-
-    Empty clusters are NOT handled like faiss (which splits a populated cluster): in each
-    iteration scikit-learn moves every empty cluster's centroid onto one of the rows
-    farthest from their current centroid (one row per empty cluster, the farthest first),
-    and takes that row out of its old cluster's sum. When every row already sits exactly on
-    its centroid (more clusters than distinct rows) it leaves the empty clusters as they
-    are. Clusters can still end up empty in the final assignment.
-
-    The returned ``objective`` is scikit-learn's ``inertia_``: the sum of squared distances
-    of the rows to the returned final centroids, with the returned final assignment. faiss
-    instead reports the last iteration's value, computed before its last centroid update,
-    so the two are equal only once k-means has converged.
-    """
-
-    Params: ClassVar[type[Params]] = SklearnKMeansParams
-    params: SklearnKMeansParams
-
-    def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
-        check_device(type(self), device)
-        x = float32_rows(x)
-        check_k(self.k, x.shape[0])
-        from sklearn.cluster import KMeans  # slow import: only when this clusterer runs
-
-        kmeans = KMeans(
-            n_clusters=self.k,
-            init=self.params.init,
-            n_init=1,
-            max_iter=self.params.iterations,
-            tol=0.0,
-            random_state=seed % _SKLEARN_SEED_MODULUS,
-            algorithm="lloyd",
-        ).fit(x)
-        return Clustering(
-            assignments=kmeans.labels_.astype(np.int64),
-            objective=float(kmeans.inertia_),
-            centroids=kmeans.cluster_centers_.astype(np.float32),
         )

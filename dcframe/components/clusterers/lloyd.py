@@ -1,7 +1,7 @@
 """Lloyd's k-means in plain torch: blocked exact assignment, faiss-style empty-cluster splits.
 
-This module knows nothing about dcframe; :mod:`dcframe_torch_kmeans.clusterer` wraps it
-into a dcframe clusterer. Every function works on tensors of one device; every random
+This module knows nothing of dcframe's components; :mod:`.torch_kmeans` wraps it into
+the ``torch-kmeans`` clusterer. Every function works on tensors of one device; every random
 draw comes from a CPU :class:`torch.Generator`, so a seed selects the same initial rows
 and the same split donors whatever the device.
 """
@@ -16,6 +16,10 @@ import torch.nn.functional as F
 
 SPLIT_EPS = 1.0 / 1024.0
 """Relative perturbation that separates the two halves of a split cluster (faiss' value)."""
+
+
+def _one_process(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 @dataclass(frozen=True)
@@ -233,10 +237,6 @@ def split_empty_clusters(
     return len(empty)
 
 
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
-
-
 def lloyd(
     x: torch.Tensor,
     initial_centroids: torch.Tensor,
@@ -244,7 +244,7 @@ def lloyd(
     generator: torch.Generator,
     batch_rows: int,
     spherical: bool = False,
-    total: Callable[[torch.Tensor], torch.Tensor] = _local,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> KMeansRun:
     """Lloyd's k-means from the given centroids, then a final exact assignment.
 
@@ -265,16 +265,18 @@ def lloyd(
         generator: CPU generator for the empty-cluster splits.
         batch_rows: Rows per distance block (see :class:`NearestCentroids`).
         spherical: Normalise the centroids after every update.
-        total: Sums a tensor over every process holding a share of the rows (identity in
-            one process). Each iteration sums the per-cluster row sums, the counts and the
-            objective with it; with the same ``generator`` on every process, the splits
-            and so the centroids are the same everywhere.
+        total: Sums a tensor over every process holding a share of the rows (None: one
+            process holds them all). Each iteration sums the per-cluster row sums, the
+            counts and the objective with it; with the same ``generator`` on every process,
+            the splits and so the centroids are the same everywhere.
 
     Returns:
         The final assignment and centroids, and per-iteration objectives and split counts.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
+    if total is None:
+        total = _one_process
     k = initial_centroids.shape[0]
     accumulate = _accumulation_dtype(x.device)
     nearest = NearestCentroids(x, batch_rows)

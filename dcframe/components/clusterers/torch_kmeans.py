@@ -1,34 +1,31 @@
-"""The ``torch-kmeans`` dcframe clusterer: the k-means of :mod:`.kmeans` behind the contract."""
+"""The ``torch-kmeans`` clusterer: the k-means of :mod:`.lloyd` behind the clusterer contract.
+
+It needs nothing beyond torch, so it clusters on any GPU torch itself runs on: the default
+of the GPU recipes, whatever faiss build is (or is not) installed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from dcframe.plugin import (
-    Clusterer,
-    ClustererParams,
-    Clustering,
-    Params,
-    UserError,
-    World,
-    check_device,
-    check_k,
-    float32_rows,
-)
-from dcframe_torch_kmeans.kmeans import kmeans_plus_plus_init, lloyd, random_init
+from dcframe.components.builtin_params import TorchKMeansParams
+from dcframe.components.clusterers.faiss_kmeans import FAISS_SEED_MODULUS
+from dcframe.components.clusterers.lloyd import KMeansRun, kmeans_plus_plus_init, lloyd, random_init
+from dcframe.core.clustering import check_device, check_k, float32_rows
+from dcframe.core.distributed import World
+from dcframe.core.errors import UserError
+from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.core.params import Params
 
 logger = logging.getLogger(__name__)
-
-# dcframe's faiss-kmeans hands faiss ``seed % 2**31`` (a C int); the same reduction here
-# keeps the two clusterers seed-compatible (see generator_for_seed).
-_FAISS_SEED_MODULUS = 2**31
 
 
 def generator_for_seed(seed: int) -> torch.Generator:
@@ -42,31 +39,7 @@ def generator_for_seed(seed: int) -> torch.Generator:
     seed. The two runs then differ only by float rounding (near-ties) and by the donors
     drawn when splitting empty clusters.
     """
-    return torch.Generator().manual_seed(seed % _FAISS_SEED_MODULUS + 1)
-
-
-class TorchKMeansParams(ClustererParams):
-    """Parameters of :class:`TorchKMeans`."""
-
-    iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
-    metric: Literal["euclidean", "spherical"] = Field(
-        "euclidean",
-        description=(
-            "euclidean (paper) or spherical: rows and centroids L2-normalised, rows assigned "
-            "to the centroid of highest cosine similarity."
-        ),
-    )
-    init: Literal["random", "k-means++"] = Field(
-        "random", description="Initial centroids: k distinct random rows (paper) or k-means++."
-    )
-    batch_rows: int = Field(
-        65536,
-        ge=1,
-        description=(
-            "Rows per distance block: memory holds a batch_rows x k float32 score matrix, "
-            "never the full N x k one."
-        ),
-    )
+    return torch.Generator().manual_seed(seed % FAISS_SEED_MODULUS + 1)
 
 
 class TorchKMeans(Clusterer):
@@ -77,7 +50,7 @@ class TorchKMeans(Clusterer):
     k-means++ seeding. Empty clusters are re-seeded after each centroid update by splitting
     a populated cluster exactly as faiss does (donor drawn with probability proportional to
     its size minus one, copies scaled by ``1 +/- 1/1024`` on alternating coordinates); see
-    :func:`~dcframe_torch_kmeans.kmeans.split_empty_clusters`. The loop stops before
+    :func:`~dcframe.components.clusterers.lloyd.split_empty_clusters`. The loop stops before
     ``iterations`` once the centroids stop changing. The returned ``assignments`` are the
     nearest *final* centroids; clusters can still be empty in them.
 
@@ -124,32 +97,12 @@ class TorchKMeans(Clusterer):
         if not np.isfinite(rows).all():
             # faiss refuses such input too; NaN would silently poison every centroid.
             raise ValueError("cannot cluster rows containing NaN or infinite values")
-
         generator = generator_for_seed(seed)
-        data = torch.from_numpy(rows).to(device)
-        spherical = self.params.metric == "spherical"
-        if spherical:
-            data = F.normalize(data, dim=1)
-        init = kmeans_plus_plus_init if self.params.init == "k-means++" else random_init
-        run = lloyd(
-            data,
-            init(data, self.k, generator),
-            iterations=self.params.iterations,
-            generator=generator,
-            batch_rows=self.params.batch_rows,
-            spherical=spherical,
-        )
-        logger.debug(
-            "torch-kmeans: %d iterations, %d empty-cluster splits, objective %.6g",
-            run.iterations,
-            sum(run.splits),
-            run.objective,
-        )
-        return Clustering(
-            assignments=run.assignments.cpu().numpy(),
-            objective=run.objective,
-            centroids=run.centroids.cpu().numpy(),
-        )
+        with _float32(device):
+            data = self._prepared(rows, device)
+            init = kmeans_plus_plus_init if self.params.init == "k-means++" else random_init
+            run = self._lloyd(data, init(data, self.k, generator), generator)
+        return _clustering(run)
 
     def cluster_shards(self, x: np.ndarray, seed: int, device: str, world: World) -> Clustering:
         """Distributed k-means: each process keeps its rows; per iteration the per-cluster
@@ -172,31 +125,60 @@ class TorchKMeans(Clusterer):
                 "use init = 'random' (the paper's)"
             )
         generator = generator_for_seed(seed)
-        data = torch.from_numpy(rows).to(device)
-        spherical = self.params.metric == "spherical"
-        if spherical:
-            data = F.normalize(data, dim=1)
-        # random_init on the rows of all processes: each contributes the chosen rows it holds.
-        offset = world.offset(rows.shape[0])
-        chosen = torch.randperm(num_rows, generator=generator)[: self.k] - offset
-        mine = (chosen >= 0) & (chosen < rows.shape[0])
-        initial = torch.zeros(self.k, data.shape[1], dtype=data.dtype, device=data.device)
-        initial[mine.to(data.device)] = data[chosen[mine].to(data.device)]
         reduce = functools.partial(_summed, world)
+        with _float32(device):
+            data = self._prepared(rows, device)
+            # random_init on the rows of all processes: each gives the chosen rows it holds.
+            offset = world.offset(rows.shape[0])
+            chosen = torch.randperm(num_rows, generator=generator)[: self.k] - offset
+            mine = (chosen >= 0) & (chosen < rows.shape[0])
+            initial = data.new_zeros(self.k, data.shape[1])
+            initial[mine.to(data.device)] = data[chosen[mine].to(data.device)]
+            run = self._lloyd(data, reduce(initial), generator, total=reduce)
+        return _clustering(run)
+
+    def _prepared(self, rows: np.ndarray, device: str) -> torch.Tensor:
+        """The rows on ``device``, unit-norm for the spherical metric."""
+        data = torch.from_numpy(rows).to(device)
+        return F.normalize(data, dim=1) if self.params.metric == "spherical" else data
+
+    def _lloyd(
+        self,
+        data: torch.Tensor,
+        initial: torch.Tensor,
+        generator: torch.Generator,
+        total: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> KMeansRun:
         run = lloyd(
             data,
-            reduce(initial),
+            initial,
             iterations=self.params.iterations,
             generator=generator,
             batch_rows=self.params.batch_rows,
-            spherical=spherical,
-            total=reduce,
+            spherical=self.params.metric == "spherical",
+            total=total,
         )
-        return Clustering(
-            assignments=run.assignments.cpu().numpy(),
-            objective=run.objective,
-            centroids=run.centroids.cpu().numpy(),
+        logger.debug(
+            "torch-kmeans: %d iterations, %d empty-cluster splits, objective %.6g",
+            run.iterations,
+            sum(run.splits),
+            run.objective,
         )
+        return run
+
+
+def _float32(device: str) -> contextlib.AbstractContextManager[None]:
+    """Autocast switched off: distances in bf16/fp16 would misassign rows near a tie, and the
+    centroid sums would lose their low bits, whatever ``run.amp`` gives the network."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
+def _clustering(run: KMeansRun) -> Clustering:
+    return Clustering(
+        assignments=run.assignments.cpu().numpy(),
+        objective=run.objective,
+        centroids=run.centroids.cpu().numpy(),
+    )
 
 
 def _summed(world: World, tensor: torch.Tensor) -> torch.Tensor:
