@@ -41,7 +41,7 @@ def test_component_contract(kind: str, name: str, image_folder: Path) -> None:
 
 def test_every_builtin_is_covered() -> None:
     names = {name for _, name in ALL_COMPONENTS}
-    assert {"alexnet", "vgg16", "resnet50", "pca", "l2", "faiss-kmeans", "sklearn-kmeans"} <= names
+    assert {"alexnet", "vgg16", "resnet50", "pca", "l2", "faiss-kmeans", "torch-kmeans"} <= names
     assert {"uniform", "random", "imagefolder", "sklearn-digits"} <= names
     assert {"jsonl", "csv", "tensorboard"} <= names
 

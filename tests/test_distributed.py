@@ -261,11 +261,12 @@ def test_extra_heads_train_alike_in_two_processes(recipe_file: Path) -> None:
 
 def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_file: Path) -> None:
     """torch-kmeans clusters where the rows are (no process holds them all), same result."""
-    pytest.importorskip("dcframe_torch_kmeans", reason="the dcframe-torch-kmeans plugin")
-    plugin = ["--set", "clusterer.name=torch-kmeans", *EXACT]
-    one = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=tk-one", *plugin)
+    torch_kmeans = ["--set", "clusterer.name=torch-kmeans", *EXACT]
+    one = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=tk-one", *torch_kmeans)
     assert one.returncode == 0, one.stderr
-    two = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=tk-two", *plugin, nproc=2)
+    two = dcframe(
+        "run", str(recipe_file), "--quiet", "--set", "run.name=tk-two", *torch_kmeans, nproc=2
+    )
     assert two.returncode == 0, two.stderr
     runs = recipe_file.parent / "runs"
     same_results(runs / "tk-one", runs / "tk-two")

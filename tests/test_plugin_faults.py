@@ -117,7 +117,7 @@ def test_finding_13_disable_autoload_env(
     install(plugin_path, "dcframe-other", "other-kmeans", "dcframe_other_13", GOOD_MODULE)
     install(plugin_path, "dcframe-exits", "exits-at-import", "dcframe_exits_13", EXITING_MODULE)
     monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
-    assert registries.clusterers.names() == ["faiss-kmeans", "sklearn-kmeans"]
+    assert registries.clusterers.names() == ["faiss-kmeans", "sklearn-kmeans", "torch-kmeans"]
     assert registries.clusterers.failed == []  # nothing was imported, so nothing failed
     assert all(e.origin.builtin for r in registries.ALL for e in r)  # dcframe-timm too
     listing = invoke("plugins", "list")

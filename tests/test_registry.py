@@ -53,7 +53,7 @@ def test_builtins_are_registered_with_their_origin() -> None:
     expected = {
         "backbone": {"alexnet", "vgg16", "resnet50"},
         "preprocessor": {"pca", "l2"},
-        "clusterer": {"faiss-kmeans", "sklearn-kmeans"},
+        "clusterer": {"faiss-kmeans", "torch-kmeans", "sklearn-kmeans"},
         "sampler": {"uniform", "random"},
         "dataset": {"imagefolder", "sklearn-digits"},
         "logger": {"jsonl", "csv", "tensorboard"},

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 HEAVY = ("torch", "torchvision", "faiss", "sklearn", "matplotlib")
 #: The installed plugins' modules, which import torch: a recipe not naming them skips them.
-PLUGINS = ("timm", "dcframe_timm", "dcframe_torch_kmeans")
+PLUGINS = ("timm", "dcframe_timm", "dcframe_pic")
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -294,3 +294,22 @@ def test_clusters_in_float32_inside_an_autocast_region() -> None:
     np.testing.assert_array_equal(autocast.assignments, plain.assignments)
     np.testing.assert_array_equal(autocast.centroids, plain.centroids)
     assert autocast.centroids.dtype == np.float32
+
+
+def test_full_float32_matmuls_inside_and_the_caller_s_setting_restored() -> None:
+    seen: list[str] = []
+
+    def spy(centroids: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> int:
+        seen.append(torch.get_float32_matmul_precision())
+        return split_empty_clusters(centroids, counts, generator)
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # TF32 on CUDA, bf16 passes on some CPUs
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("dcframe.components.clusterers.lloyd.split_empty_clusters", spy)
+            _kmeans(5, iterations=2).cluster(_blobs()[0], 0, "cpu")
+        assert seen == ["highest", "highest"]
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -2,10 +2,10 @@
 
 In a plugin's test suite, one line checks a component as dcframe itself does::
 
-    from dcframe.core.contract import check_component
+    from dcframe.plugin import check_component
 
     def test_contract():
-        check_component("clusterer", "torch-kmeans")
+        check_component("clusterer", "pic")
 
 Each check builds the component from its parameters model (defaults unless ``params`` is
 given), runs it on tiny real input, and checks shapes, dtypes, value ranges and that the

@@ -2,8 +2,8 @@
 
 Features go through DeepCluster's own chain (PCA-whitening then L2 normalisation, the
 registered ``pca`` and ``l2`` preprocessors) and are clustered with the registered
-``faiss-kmeans`` (``sklearn-kmeans`` when faiss is not installed), k = the number of
-classes by default. Scores:
+``faiss-kmeans`` (``torch-kmeans``, the same algorithm from the same initial rows, when
+faiss is not installed), k = the number of classes by default. Scores:
 
 * ``nmi``: normalised mutual information, geometric normalisation (the paper's);
 * ``ami``: adjusted mutual information (scikit-learn's default arithmetic normalisation);
@@ -60,8 +60,8 @@ def cluster_scores(labels: np.ndarray, assignments: np.ndarray) -> dict[str, flo
 
 
 def kmeans_clusterer(k: int) -> Clusterer:
-    """The registered faiss k-means, or scikit-learn's when faiss is not installed."""
-    name = "faiss-kmeans" if importlib.util.find_spec("faiss") else "sklearn-kmeans"
+    """The registered faiss k-means, or the torch one when faiss is not installed."""
+    name = "faiss-kmeans" if importlib.util.find_spec("faiss") else "torch-kmeans"
     entry = kinds.clusterers.get(name)
     return entry.cls(entry.params_model.model_validate({"k": k}))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -167,10 +167,18 @@ class TorchKMeans(Clusterer):
         return run
 
 
-def _float32(device: str) -> contextlib.AbstractContextManager[None]:
-    """Autocast switched off: distances in bf16/fp16 would misassign rows near a tie, and the
-    centroid sums would lose their low bits, whatever ``run.amp`` gives the network."""
-    return torch.autocast(torch.device(device).type, enabled=False)
+@contextlib.contextmanager
+def _float32(device: str) -> Iterator[None]:
+    """Full float32 inside, whatever ``run.amp`` or the process gives the network: autocast
+    off, and float32 matrix products in full precision (not TF32 or bf16 passes), since
+    rounded distances would move rows between nearly tied centroids."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.autocast(torch.device(device).type, enabled=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 def _clustering(run: KMeansRun) -> Clustering:
