@@ -37,7 +37,9 @@ class RunSection(Params):
     epochs: int = Field(500, ge=1, description="Cluster/train rounds (paper: 500).")
     output_dir: str = Field("runs", description="Parent folder of the run directory.")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto' uses CUDA when present (clustering too, if the clusterer can), else the CPU."
+        "auto",
+        description="'auto' uses CUDA when present (clustering too, if the clusterer can), "
+        "else the CPU.",
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto",
