@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 from dcframe.cli import (
     bench_cmd,
     data_cmd,
+    doctor_cmd,
     eval_cmd,
     export_cmd,
     plugins_cmd,
@@ -44,6 +45,7 @@ app.command("run")(run_cmd.run)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.command("doctor")(doctor_cmd.doctor)
 
 _options = {"debug": False}
 
