@@ -10,7 +10,7 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[cpu,dev,docs]" \
-  -e "plugins/dcframe-torch-kmeans[test]" -e "plugins/dcframe-timm[test]"
+  -e "plugins/dcframe-pic[test]" -e "plugins/dcframe-timm[test]"
 # The docs test opens the built site in headless Chromium (Debian's package); without root or
 # apt it skips, saying why.
 if ! command -v chromium >/dev/null; then
@@ -30,8 +30,8 @@ python -m pytest -q
 for plugin in plugins/*/; do
   python -m pytest -q "$plugin"
 done
-echo "== a short recipe with the torch-kmeans plugin, end to end"
+echo "== a short recipe with the PIC clusterer plugin, end to end"
 scratch=$(mktemp -d)
-dcframe run plugins/dcframe-torch-kmeans/examples/digits.toml --quiet --set "run.output_dir=\"$scratch\""
+dcframe run plugins/dcframe-pic/examples/digits.toml --quiet --set "run.output_dir=\"$scratch\""
 rm -rf "$scratch"
 echo "all checks passed"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import typer.main
 
@@ -255,17 +256,39 @@ def test_recipe_reference_documents_installed_plugins(plugin_path: Path) -> None
 
 
 def test_plugin_walkthrough_works(plugin_path: Path) -> None:
-    """The plugin page's pyproject, component and tests, installed as written, pass."""
+    """The plugin page's pyproject is the real plugin's; its shortened component, installed
+    beside the real one, passes the contract and clusters exactly as the real one; its tests
+    pass."""
+    pytest.importorskip("dcframe_pic", reason="the dcframe-pic plugin (scripts/test.sh has it)")
+    from sklearn.datasets import load_digits
+
+    from dcframe.plugin import check_component
+
     blocks = code_blocks(REPO / "docs" / "plugins.md")
-    pyproject = next(tomllib.loads(b) for lang, b, _ in blocks if "[project]" in b)
+    page = next(tomllib.loads(b) for lang, b, _ in blocks if "[project]" in b)["project"]
+    real = tomllib.loads((REPO / "plugins/dcframe-pic/pyproject.toml").read_text())["project"]
+    for key in ("name", "version", "dependencies", "optional-dependencies", "entry-points"):
+        assert page[key] == real[key], key
     module = next(b for lang, b, _ in blocks if lang == "python" and "class " in b)
     tests = next(b for lang, b, _ in blocks if lang == "python" and "def test_" in b)
-    project = pyproject["project"]
-    (value,) = project["entry-points"]["dcframe.clusterers"].values()
-    package = value.split(":")[0]  # installed here as a one-file module of that name
+
     make_distribution(
-        plugin_path, project["name"], project["version"], project["entry-points"], {package: module}
+        plugin_path,
+        "dcframe-pic-page",
+        "0.0.1",
+        {"dcframe.clusterers": {"pic-page": "pic_page:PIC"}},
+        {"pic_page": module},
     )
+    check_component("clusterer", "pic-page")
+    pixels = load_digits().data[:400].astype(np.float32)
+    rows = pixels / np.linalg.norm(pixels, axis=1, keepdims=True)  # as the engine's l2 step
+    shown, actual = (registries.clusterers.get(name) for name in ("pic-page", "pic"))
+    clusterings = [
+        entry.cls(entry.params_model.model_validate({"k": 30})).cluster(rows, 0, "cpu")
+        for entry in (shown, actual)
+    ]
+    np.testing.assert_array_equal(clusterings[0].assignments, clusterings[1].assignments)
+
     namespace: dict[str, Any] = {}
     exec(compile(tests, "docs/plugins.md", "exec"), namespace)
     checks = [f for name, f in namespace.items() if name.startswith("test_")]
