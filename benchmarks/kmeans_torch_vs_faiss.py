@@ -68,8 +68,9 @@ class Timing:
         )
 
 
-# (N, d, k): the corners of N = 50,000-200,000, d = 128-256, k = 100-10,000 that fit in a
-# quarter of an hour on two cores (the largest costs N x k x d x 2 x 21 flops per clusterer).
+# (N, d, k): points of N = 50,000-200,000, d = 128-256, k = 100-10,000 that fit in about
+# five minutes on two idle cores (each costs N x k x d x 2 x 21 flops per clusterer). The
+# largest corner, --size 200000,256,10000, takes about eleven minutes more.
 GRID = (
     (50_000, 128, 100),
     (50_000, 256, 1_000),
