@@ -1,8 +1,9 @@
-"""``dcframe data``: vet a recipe's images before a long run.
+"""``dcframe data``: vet a recipe's images before a long run, or prepare them as small shards.
 
 ``dcframe data check`` decodes every image once, through the dataset's own ``image()``
 (so it tests exactly what a run reads), in a pool of threads (PIL releases the GIL while
-decoding), and reports every file that cannot be read.
+decoding), and reports every file that cannot be read. ``dcframe data prepare`` rewrites a
+dataset as resized JPEGs in tar shards (:mod:`dcframe.tools.prepare`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from dcframe.core.errors import BadImageError, UserError
 if TYPE_CHECKING:
     from dcframe.core.interfaces import Dataset
 
-app = typer.Typer(no_args_is_help=True, help="Check a recipe's data before running it.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Check a recipe's data before running it, or prepare it as small shards.",
+)
 
 SHOWN = 20  # bad files listed in the console; --out gets them all
 
@@ -167,3 +171,108 @@ def check(
             f"data check: {len(bad):,} of {total:,} images cannot be read; remove or replace "
             'them, or set data.on_bad_image = "skip" to leave them out of a run'
         )
+
+
+def _bytes(count: int) -> str:
+    """A byte count in decimal units, as disks are sold."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"
+
+
+def _report(summary: Any, seconds: float) -> None:
+    """Sizes before and after, the skipped images, and the recipe lines that read the shards."""
+    console = Console(highlight=False, soft_wrap=True)
+    settings = summary.settings
+    earlier = len(summary.shards) - summary.written_now
+    console.print(
+        f"[bold]prepared[/bold] {escape(summary.source)}: {summary.images:,} of "
+        f"{summary.total:,} images in {len(summary.shards):,} shards ({summary.written_now:,} "
+        f"written now in {seconds:.1f}s, {earlier:,} by an earlier session), "
+        f"{len(summary.skipped):,} skipped"
+    )
+    console.print(
+        f"longer side at most {settings.max_side} px, JPEG quality {settings.quality}, "
+        f"{settings.images_per_shard:,} images per shard"
+    )
+    out, per_image = summary.bytes_out, summary.bytes_out / max(1, summary.images)
+    if summary.bytes_in is None:
+        console.print(f"bytes: {_bytes(out)} out ({_bytes(round(per_image))} per image)")
+    else:
+        ratio = summary.bytes_in / max(1, out)
+        console.print(
+            f"bytes: {_bytes(summary.bytes_in)} in -> {_bytes(out)} out ({ratio:.1f}x smaller; "
+            f"{_bytes(round(per_image))} per image)"
+        )
+    for index, path, reason in summary.skipped[:SHOWN]:
+        console.print(f"  [yellow]skipped[/yellow] #{index} {escape(path)}: {escape(reason)}")
+    if summary.skipped:
+        more = len(summary.skipped) - SHOWN
+        also = f"... and {more:,} more; " if more > 0 else ""
+        console.print(f"  {also}all listed in {escape(str(summary.out / 'skipped_images.tsv'))}")
+    console.print("read them with these recipe lines:")
+    console.print(escape(summary.snippet()), end="")
+
+
+@app.command("prepare")
+def prepare(
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Image folder (class sub-folders or flat), or a recipe (.toml) whose data "
+            "section names the images (--set changes it).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder for the shards: new, empty, or an interrupted prepare to continue.",
+            show_default=False,
+        ),
+    ],
+    max_side: Annotated[
+        int,
+        typer.Option("--max-side", min=16, help="Longer side in pixels at most (never enlarged)."),
+    ] = 512,
+    quality: Annotated[
+        int, typer.Option("--quality", min=1, max=100, help="JPEG quality of the shards.")
+    ] = 90,
+    per_shard: Annotated[
+        int, typer.Option("--per-shard", min=1, help="Images per tar shard.")
+    ] = 1000,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Shard names: PREFIX-000000.tar, ...")
+    ] = "train",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Threads decoding images (default: one per CPU core)."
+        ),
+    ] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Write a dataset as resized JPEGs in tar shards (the webdataset layout), so that runs
+    decode small files; run it again to continue an interrupted prepare."""
+    import time
+
+    from dcframe.core.progress import Reporter
+    from dcframe.tools import prepare as tool
+
+    if not prefix or not all(c.isalnum() or c in "_-" for c in prefix):
+        raise UserError(f"--prefix: {prefix!r} must be letters, digits, '-' or '_' (no dots)")
+    settings = tool.Settings(max_side, quality, per_shard, prefix)
+    source = tool.open_source(src, overrides)
+    started = time.perf_counter()
+    try:
+        summary = tool.prepare(source, out, settings, workers or os.cpu_count() or 1, Reporter())
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "[red]interrupted[/red]: finished shards are kept; run the same command again "
+            "to continue"
+        )
+        raise typer.Exit(130) from None
+    _report(summary, time.perf_counter() - started)
