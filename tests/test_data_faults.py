@@ -250,3 +250,26 @@ def test_finding_10_data_check_survives_a_plugin_that_throws(tmp_path: Path) -> 
     assert outcomes[1].reason == "unexpected error ZeroDivisionError: plugin bug"
     assert outcomes[1].path.endswith(".png")
     assert "returned NoneType" in (outcomes[2].reason or "")
+
+
+def test_data_check_threads_never_share_a_dataset_object(tmp_path: Path) -> None:
+    """A dataset keeping open files (webdataset seeks in one handle per shard) must not be
+    read by two threads at once: each thread reads through its own copy."""
+    import threading
+    from collections import defaultdict
+
+    from dcframe.cli.data_cmd import check_all
+
+    readers: defaultdict[int, set[int]] = defaultdict(set)
+
+    class Recording(ImageFolder):
+        def image(self, index: int) -> Image.Image:
+            readers[id(self)].add(threading.get_ident())
+            return super().image(index)
+
+    image_tree(tmp_path, 24, [])
+    original = Recording(ImageFolderParams(root=str(tmp_path)))
+    outcomes = list(check_all(original, 3))
+    assert len(outcomes) == 24 and all(o.reason is None for o in outcomes)
+    assert id(original) not in readers
+    assert all(len(threads) == 1 for threads in readers.values())

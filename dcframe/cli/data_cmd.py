@@ -80,12 +80,15 @@ def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
     Only a few images per thread are in flight at once, so memory stays flat on a
     folder of millions and Ctrl-C does not wait for the whole queue.
     """
+    from dcframe.data.threads import DatasetPerThread
+
     window = 4 * workers
+    copies = DatasetPerThread(dataset)  # no two threads seek one open file
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data-check") as pool:
         pending: set[Future[Outcome]] = set()
         try:
             for index in range(len(dataset)):
-                pending.add(pool.submit(check_one, dataset, index))
+                pending.add(pool.submit(lambda i: check_one(copies.get(), i), index))
                 if len(pending) >= window:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from (future.result() for future in done)

@@ -20,22 +20,19 @@ Design:
 * **Threads, not processes.** PIL releases the GIL while it decodes, resizes and encodes,
   which is nearly all of the work, so threads use every core without pickling the dataset
   (plugin datasets, open shard files) or importing dcframe again in each worker. Each thread
-  reads through its own shallow copy of the dataset, so a dataset that keeps open files
-  (``webdataset``) never has two threads seeking one file handle.
+  reads through its own copy of the dataset (:class:`~dcframe.data.threads.DatasetPerThread`).
 * **Bad images** are skipped and listed (console, ``prepare.json`` and
   ``skipped_images.tsv`` in the run directory's format), never dropped silently.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
 import math
 import os
 import tarfile
-import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +47,7 @@ from dcframe.core.files import atomic_write_bytes, remove_temporaries
 from dcframe.core.interfaces import Dataset
 from dcframe.core.progress import Reporter
 from dcframe.core.version import __version__
+from dcframe.data.threads import DatasetPerThread
 
 MANIFEST = "prepare.json"
 SKIPPED_LIST = "skipped_images.tsv"
@@ -250,20 +248,6 @@ def _file_size(path: str) -> int | None:
 # ------------------------------------------------------------------------ the threads
 
 
-class _PerThread:
-    """One shallow copy of the dataset per thread (their own open files, shared arrays)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self.local = threading.local()
-
-    def get(self) -> Dataset:
-        mine = getattr(self.local, "dataset", None)
-        if mine is None:
-            mine = self.local.dataset = copy.copy(self.dataset)
-        return mine
-
-
 def encode_in_order(
     dataset: Dataset, indices: list[int], settings: Settings, workers: int
 ) -> Generator[Encoded | Skipped, None, None]:
@@ -272,7 +256,7 @@ def encode_in_order(
     At most a few images per thread are in flight, so memory stays flat however big the
     dataset, and an interruption waits only for those.
     """
-    copies = _PerThread(dataset)
+    copies = DatasetPerThread(dataset)
     window = 4 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
         pending: deque[Future[Encoded | Skipped]] = deque()
