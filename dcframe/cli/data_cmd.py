@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from dcframe.cli.recipe_cmd import Overrides, RecipePath
 from dcframe.core.errors import BadImageError, UserError
+from dcframe.data.threads import DatasetPerThread, image_name
 
 if TYPE_CHECKING:
     from dcframe.core.interfaces import Dataset
@@ -45,15 +46,6 @@ class Outcome:
     reason: str | None = None
 
 
-def _name(dataset: Dataset, index: int) -> str:
-    """The file behind image ``index`` where the dataset says (``paths``), else its index."""
-    paths = getattr(dataset, "paths", None)
-    try:
-        return str(paths[index]) if paths is not None else f"image #{index}"
-    except (TypeError, IndexError, KeyError):
-        return f"image #{index}"
-
-
 def check_one(dataset: Dataset, index: int) -> Outcome:
     """Decode image ``index``; never raises for a bad image, whatever the dataset throws."""
     try:
@@ -64,14 +56,14 @@ def check_one(dataset: Dataset, index: int) -> Outcome:
         raise
     except Exception as error:  # a plugin's own failure is still one bad file, not a crash
         reason = f"unexpected error {type(error).__name__}: {error}"
-        return Outcome(index, _name(dataset, index), reason=reason)
+        return Outcome(index, image_name(dataset, index), reason=reason)
     if not isinstance(image, Image.Image):
         reason = f"image() returned {type(image).__name__}, not a PIL image"
-        return Outcome(index, _name(dataset, index), reason=reason)
+        return Outcome(index, image_name(dataset, index), reason=reason)
     if image.mode != "RGB":
         reason = f"image() returned mode {image.mode!r}, not 'RGB'"
-        return Outcome(index, _name(dataset, index), reason=reason)
-    return Outcome(index, _name(dataset, index), size=image.size)
+        return Outcome(index, image_name(dataset, index), reason=reason)
+    return Outcome(index, image_name(dataset, index), size=image.size)
 
 
 def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
@@ -80,8 +72,6 @@ def check_all(dataset: Dataset, workers: int) -> Iterator[Outcome]:
     Only a few images per thread are in flight at once, so memory stays flat on a
     folder of millions and Ctrl-C does not wait for the whole queue.
     """
-    from dcframe.data.threads import DatasetPerThread
-
     window = 4 * workers
     copies = DatasetPerThread(dataset)  # no two threads seek one open file
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data-check") as pool:

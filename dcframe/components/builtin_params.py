@@ -211,28 +211,29 @@ class FaissKMeansParams(ClustererParams):
     verbose: bool = Field(False, description="Let faiss print its per-iteration progress.")
 
 
-class SklearnKMeansParams(ClustererParams):
-    """Parameters of :class:`~dcframe.components.clusterers.SklearnKMeans`."""
+class LloydParams(ClustererParams):
+    """What every Lloyd k-means from random rows takes: the iterations and the start."""
 
     iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
     init: Literal["random", "k-means++"] = Field(
-        "random", description="Initial centroids: k random rows (paper) or k-means++ seeding."
+        "random",
+        description="Initial centroids: k distinct random rows (paper) or k-means++ seeding.",
     )
 
 
-class TorchKMeansParams(ClustererParams):
+class SklearnKMeansParams(LloydParams):
+    """Parameters of :class:`~dcframe.components.clusterers.SklearnKMeans`."""
+
+
+class TorchKMeansParams(LloydParams):
     """Parameters of :class:`~dcframe.components.clusterers.TorchKMeans`."""
 
-    iterations: int = Field(20, ge=1, description="Maximum Lloyd iterations, one run (paper: 20).")
     metric: Literal["euclidean", "spherical"] = Field(
         "euclidean",
         description=(
             "euclidean (paper) or spherical: rows and centroids L2-normalised, rows assigned "
             "to the centroid of highest cosine similarity."
         ),
-    )
-    init: Literal["random", "k-means++"] = Field(
-        "random", description="Initial centroids: k distinct random rows (paper) or k-means++."
     )
     batch_rows: int = Field(
         65536,

@@ -1,4 +1,5 @@
-"""A dataset read from several threads: each thread through its own shallow copy.
+"""A dataset read from several threads: each thread through its own shallow copy, and the
+name an image goes by in what such a reader reports.
 
 Decoding in a pool of threads uses every core (PIL releases the GIL while it decodes), but
 a dataset may keep open files between reads (the ``webdataset`` dataset keeps one per
@@ -30,3 +31,12 @@ class DatasetPerThread:
         if mine is None:
             mine = self._local.dataset = copy.copy(self.dataset)
         return mine
+
+
+def image_name(dataset: Dataset, index: int) -> str:
+    """The file behind image ``index`` where the dataset says (``paths``), else its index."""
+    paths = getattr(dataset, "paths", None)
+    try:
+        return str(paths[index]) if paths is not None else f"image #{index}"
+    except (TypeError, IndexError, KeyError):
+        return f"image #{index}"

@@ -47,7 +47,7 @@ from dcframe.core.files import atomic_write_bytes, remove_temporaries
 from dcframe.core.interfaces import Dataset
 from dcframe.core.progress import Reporter
 from dcframe.core.version import __version__
-from dcframe.data.threads import DatasetPerThread
+from dcframe.data.threads import DatasetPerThread, image_name
 
 MANIFEST = "prepare.json"
 SKIPPED_LIST = "skipped_images.tsv"
@@ -213,7 +213,7 @@ def shrink(image: Image.Image, max_side: int) -> Image.Image:
 
 def encode(dataset: Dataset, index: int, settings: Settings) -> Encoded | Skipped:
     """Image ``index`` read, shrunk and encoded; a bad image comes back as :class:`Skipped`."""
-    path = _name(dataset, index)
+    path = image_name(dataset, index)
     try:
         image = dataset.image(index)
     except BadImageError as error:
@@ -228,14 +228,6 @@ def encode(dataset: Dataset, index: int, settings: Settings) -> Encoded | Skippe
     # whose draft mode (decoding at 1/2, 1/4, 1/8 scale) works best.
     small.save(buffer, "JPEG", quality=settings.quality)
     return Encoded(index, buffer.getvalue(), _file_size(path))
-
-
-def _name(dataset: Dataset, index: int) -> str:
-    paths = getattr(dataset, "paths", None)
-    try:
-        return str(paths[index]) if paths is not None else f"image #{index}"
-    except (TypeError, IndexError, KeyError):
-        return f"image #{index}"
 
 
 def _file_size(path: str) -> int | None:
