@@ -56,3 +56,4 @@ def bench(
         f"({report.train_samples_per_epoch:,} training samples): "
         + ", ".join(f"{stage} {seconds:,.0f} s" for stage, seconds in projection.items())
     )
+    console.print(f"decoding alone: {report.decode_images_per_s:,.0f} images/s on one core")

@@ -233,6 +233,12 @@ class Dataset(Component):
         shorter side, so it may be decoded at a reduced scale down to that (a JPEG's draft
         mode). Datasets that cannot use it ignore it."""
 
+    def encoded(self, index: int) -> tuple[bytes, str] | None:
+        """Image ``index``'s file bytes and its name when it is a JPEG (so that it can be
+        decoded on the run's device, ``run.jpeg_decode``), else None (decoded with
+        :meth:`image`). An unreadable file raises ``BadImageError``."""
+        return None
+
     @property
     def labels(self) -> np.ndarray | None:
         """(N,) int64 class ids, or None for unlabelled data."""

@@ -72,15 +72,19 @@ class MarkUnreadable(TorchDataset[Any]):
 
 def collate_readable(
     items: list[Any],
-) -> tuple[torch.Tensor | None, torch.Tensor | list[torch.Tensor] | None, list[Unreadable]]:
+) -> tuple[Any, torch.Tensor | list[torch.Tensor] | None, list[Unreadable]]:
     """Batch the readable (image, target) pairs; the unreadable ones come back as markers.
-    Targets of several heads (tuples) come back as one tensor per head."""
+    Image tensors are stacked; other images (whole decoded images of different sizes, JPEG
+    bytes) come back as a list. Targets of several heads (tuples) come back as one tensor
+    per head."""
     unreadable = [item for item in items if isinstance(item, Unreadable)]
     readable = [item for item in items if not isinstance(item, Unreadable)]
     if not readable:
         return None, None, unreadable
-    images, targets = default_collate(readable)
-    return images, targets, unreadable
+    images = [image for image, _ in readable]
+    targets = default_collate([target for _, target in readable])
+    stacked = default_collate(images) if isinstance(images[0], torch.Tensor) else images
+    return stacked, targets, unreadable
 
 
 @dataclass

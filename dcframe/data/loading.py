@@ -9,7 +9,7 @@ from pass to pass. With ``workers = 0`` the same loader decodes in the calling p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,7 +19,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from dcframe.core.interfaces import Dataset
 from dcframe.data.bad_images import MarkUnreadable, collate_readable
-from dcframe.data.transforms import PixelsOfClusteringView, clustering_transform
+from dcframe.data.batch_views import DecodedPixels
+from dcframe.data.device_decode import JpegBytes
+from dcframe.data.transforms import (
+    PixelsOfClusteringView,
+    TrainingView,
+    clustering_transform,
+    smallest_side_used,
+)
 
 #: Batches each worker prepares ahead of the one being consumed.
 PREFETCH_PER_WORKER = 4
@@ -27,16 +34,22 @@ PREFETCH_PER_WORKER = 4
 # The views of a run: the training augmentation, the deterministic clustering view, and
 # the same view as uint8 pixels (what the view cache stores).
 TRAINING, CLUSTERING, CLUSTERING_PIXELS = "training", "clustering", "clustering-pixels"
+# What the batched training view starts from (run.augment_on = "device"): decoded whole
+# images, or JPEG bytes for decoding on the device (run.jpeg_decode = "device").
+DECODED, JPEG_BYTES = "decoded", "jpeg-bytes"
 
 
-def run_views(
-    input_size: int, training: Callable[[Any, int], torch.Tensor]
-) -> dict[str, Callable[..., torch.Tensor]]:
-    """Every view a run's passes ask for, by name."""
+def run_views(input_size: int, training: TrainingView) -> dict[str, Any]:
+    """Every view a run's passes ask for, by name: a callable of the decoded image (and
+    the seed, for a random view), or an object whose ``read(dataset, index)`` reads the
+    image itself."""
+    decoded = DecodedPixels(smallest_side_used(input_size, training.scale[0]))
     return {
         TRAINING: training,
         CLUSTERING: clustering_transform(input_size),
         CLUSTERING_PIXELS: PixelsOfClusteringView(input_size),
+        DECODED: decoded,
+        JPEG_BYTES: JpegBytes(decoded),
     }
 
 
@@ -55,18 +68,20 @@ class Item(NamedTuple):
     seed: int = -1
 
 
-class ViewedImages(TorchDataset[tuple[torch.Tensor, Target]]):
+class ViewedImages(TorchDataset[tuple[Any, Target]]):
     """The images of a dataset under the run's named views, asked for by :class:`Item`."""
 
-    def __init__(self, dataset: Dataset, views: dict[str, Callable[..., torch.Tensor]]) -> None:
+    def __init__(self, dataset: Dataset, views: dict[str, Any]) -> None:
         self.dataset = dataset
         self.views = views
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: Item) -> tuple[torch.Tensor, Target]:
+    def __getitem__(self, item: Item) -> tuple[Any, Target]:
         view = self.views[item.view]
+        if hasattr(view, "read"):  # reads the dataset its own way (JPEG bytes)
+            return view.read(self.dataset, item.image), item.target
         image = self.dataset.image(item.image)
         pixels = view(image) if item.seed < 0 else view(image, item.seed)
         return pixels, item.target
@@ -100,7 +115,7 @@ class RunLoader:
     def __init__(
         self,
         dataset: Dataset,
-        views: dict[str, Callable[..., torch.Tensor]],
+        views: dict[str, Any],
         workers: int,
         pin_memory: bool = False,
     ) -> None:

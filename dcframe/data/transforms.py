@@ -7,6 +7,7 @@ input sizes (32 -> resize 37, crop 32).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -47,6 +48,32 @@ def clustering_transform(input_size: int) -> Any:
     return T.Compose([T.Resize(resize_size(input_size)), T.CenterCrop(input_size), *_normalise()])
 
 
+@dataclass(frozen=True)
+class ColourDraw:
+    """One image's colour distortion: the ``factors`` of brightness, contrast, saturation
+    (multipliers) and hue (a shift), applied in ``order`` (indices into ``factors``)."""
+
+    factors: tuple[float, float, float, float]
+    order: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ViewDraw:
+    """Every random choice of one image's training view.
+
+    Attributes:
+        box: (top, left, height, width) of the crop, in pixels of the image as decoded.
+        flip: Mirror the crop left to right.
+        colour: The colour distortion, or None (not drawn, or drawn to be skipped).
+        gray: Turn the view to grayscale (after the colour distortion).
+    """
+
+    box: tuple[int, int, int, int]
+    flip: bool = False
+    colour: ColourDraw | None = None
+    gray: bool = False
+
+
 class TrainingView:
     """The augmented view used for training, drawn from a seed given with each image.
 
@@ -57,6 +84,10 @@ class TrainingView:
     centred crop of an allowed aspect ratio), drawn from ``numpy.random.default_rng(seed)``
     rather than from torch's global generator: the same seed gives the same crop in any
     process or thread, and loading never disturbs the random state dropout draws from.
+
+    :meth:`draw` makes every random choice; calling the view applies them with PIL, one
+    image at a time. :class:`~dcframe.data.batch_views.BatchTrainingView` applies the same
+    draws to a batch of tensors at once.
     """
 
     ratio = (3 / 4, 4 / 3)
@@ -99,17 +130,28 @@ class TrainingView:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
+    def draw(self, width: int, height: int, seed: int) -> ViewDraw:
+        """The view's random choices for a ``width`` x ``height`` image, from ``seed`` alone
+        (in this order: crop, flip, colour, grayscale; a disabled step draws nothing)."""
+        rng = np.random.default_rng(seed)
+        top, left, h, w = self.crop_box(width, height, rng)
+        flip = bool(self.flip and rng.random() < 0.5)
+        colour, gray = self.colour.draw(rng) if self.colour is not None else (None, False)
+        return ViewDraw((top, left, h, w), flip, colour, gray)
+
     def __call__(self, image: Any, seed: int) -> torch.Tensor:
         functional = _tv().functional
-        rng = np.random.default_rng(seed)
-        top, left, h, w = self.crop_box(image.width, image.height, rng)
+        chosen = self.draw(image.width, image.height, seed)
+        top, left, h, w = chosen.box
         view = functional.resized_crop(
             image, top=top, left=left, height=h, width=w, size=[self.size, self.size]
         )
-        if self.flip and rng.random() < 0.5:
+        if chosen.flip:
             view = functional.hflip(view)
-        if self.colour is not None:
-            view = self.colour(view, rng)
+        if chosen.colour is not None:
+            view = ColourJitter.apply(view, chosen.colour)
+        if chosen.gray:
+            view = functional.to_grayscale(view, num_output_channels=3)
         return self.tail(view)
 
 
@@ -127,21 +169,32 @@ class ColourJitter:
         self.spread = 0.8 * strength
         self.hue = min(0.2 * strength, 0.5)
 
-    def __call__(self, image: Any, rng: np.random.Generator) -> Any:
-        functional = _tv().functional
+    def draw(self, rng: np.random.Generator) -> tuple[ColourDraw | None, bool]:
+        """The distortion (None when skipped) and whether to turn the image gray."""
+        colour = None
         if rng.random() < 0.8:
             low, high = max(0.0, 1 - self.spread), 1 + self.spread
-            steps = [
-                (functional.adjust_brightness, rng.uniform(low, high)),
-                (functional.adjust_contrast, rng.uniform(low, high)),
-                (functional.adjust_saturation, rng.uniform(low, high)),
-                (functional.adjust_hue, rng.uniform(-self.hue, self.hue)),
-            ]
-            for i in rng.permutation(len(steps)):
-                adjust, factor = steps[i]
-                image = adjust(image, factor)
-        if rng.random() < 0.2:
-            image = functional.to_grayscale(image, num_output_channels=3)
+            factors = (
+                float(rng.uniform(low, high)),
+                float(rng.uniform(low, high)),
+                float(rng.uniform(low, high)),
+                float(rng.uniform(-self.hue, self.hue)),
+            )
+            colour = ColourDraw(factors, tuple(int(i) for i in rng.permutation(4)))
+        return colour, bool(rng.random() < 0.2)
+
+    @staticmethod
+    def apply(image: Any, colour: ColourDraw) -> Any:
+        """``image`` (PIL) distorted as ``colour`` says."""
+        functional = _tv().functional
+        steps = (
+            functional.adjust_brightness,
+            functional.adjust_contrast,
+            functional.adjust_saturation,
+            functional.adjust_hue,
+        )
+        for i in colour.order:
+            image = steps[i](image, colour.factors[i])
         return image
 
 

@@ -18,6 +18,7 @@ from dcframe.core.errors import UserError, reworded
 from dcframe.core.interfaces import RunInfo
 from dcframe.core.progress import Reporter
 from dcframe.data.bad_images import BadImagePolicy
+from dcframe.data.image_cache import DecodedImageCache
 from dcframe.data.view_cache import GIB, ClusteringViewCache
 from dcframe.engine.checkpointing import MidEpoch, Recorder
 from dcframe.engine.epoch_features import KnnSignal
@@ -108,6 +109,8 @@ def _opened(
             state = world.run_on_main(lambda: rundir.start(resolved, resume))
             trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
             steps_per_epoch = _steps_per_epoch(parts, recipe.optimizer.batch_size)
+            view_cache = _view_cache(settings, rundir, parts, world, reporter)
+            _attach_image_cache(trainer, settings, rundir, view_cache, len(parts.dataset), ending)
             session = Session(
                 seed=settings.seed,
                 parts=parts,
@@ -127,7 +130,7 @@ def _opened(
                 logbook=logbook,
                 steps_per_epoch=steps_per_epoch,
                 knn=KnnSignal(settings.knn_k, settings.knn_queries, devices.network),
-                view_cache=_view_cache(settings, rundir, parts, world, reporter),
+                view_cache=view_cache,
                 learning_rate=LearningRate.from_recipe(
                     recipe.optimizer, settings.epochs, steps_per_epoch
                 ),
@@ -216,6 +219,29 @@ def _view_cache(
         )
         return None
     return ClusteringViewCache(rundir.path / "cache", num_images, size, str(world.rank))
+
+
+def _attach_image_cache(
+    trainer: Trainer,
+    settings: Any,
+    rundir: RunDirectory,
+    view_cache: ClusteringViewCache | None,
+    num_images: int,
+    ending: contextlib.ExitStack,
+) -> None:
+    """Give the batched training view (``run.augment_on = "device"``) the cache of decoded
+    images, in what ``run.view_cache_gib`` leaves after the clustering views; JPEGs decoded
+    on the device are not cached (that option is for datasets too big to cache)."""
+    augmentation = trainer.augmentation
+    if augmentation is None or augmentation.jpeg_on_device or not settings.view_cache_gib:
+        return
+    budget = int(settings.view_cache_gib * GIB)
+    if view_cache is not None:
+        budget -= view_cache.pixels.nbytes
+    if budget > 0:
+        tag = str(trainer.world.rank)
+        cache = DecodedImageCache(rundir.path / "cache", num_images, budget, tag)
+        augmentation.cache = ending.enter_context(contextlib.closing(cache))
 
 
 def _start_files(rundir: RunDirectory, resolved: str, parts: Components) -> None:

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,9 @@ from dcframe.core.distributed import World
 from dcframe.core.errors import RunStopped, UserError
 from dcframe.core.interfaces import Backbone, Dataset
 from dcframe.core.progress import Reporter
-from dcframe.data.bad_images import BadImagePolicy
+from dcframe.data.bad_images import BadImagePolicy, Unreadable
+from dcframe.data.batch_views import BatchTrainingView
+from dcframe.data.batched_training import DeviceAugmentation, device_augmented
 from dcframe.data.loading import TRAINING, Item, RunLoader, run_views
 from dcframe.data.prefetch import prefetched
 from dcframe.data.transforms import TrainingView
@@ -213,6 +215,9 @@ class Trainer:
         default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False)
     )
     extra_heads: nn.ModuleList = field(default_factory=nn.ModuleList)
+    # run.augment_on = "device": the batched view (and the decoded-image cache, which the
+    # runner attaches); None: PIL in the workers.
+    augmentation: DeviceAugmentation | None = None
 
     @classmethod
     def create(
@@ -245,6 +250,12 @@ class Trainer:
             augment.horizontal_flip,
             augment.color_jitter,
         )
+        augmentation = None
+        if recipe.run.augment_on == "device":
+            augmentation = DeviceAugmentation(
+                BatchTrainingView(transform, devices.network),
+                jpeg_on_device=recipe.run.jpeg_decode == "device",
+            )
         return cls(
             backbone=backbone,
             body_optimizer=body,
@@ -252,6 +263,7 @@ class Trainer:
             devices=devices,
             workers=loader_workers(recipe.run.workers),
             transform=transform,
+            augmentation=augmentation,
             world=world,
             stop=stop or StopRequest(),
             checkpoint_every_steps=recipe.run.checkpoint_every_steps,
@@ -347,14 +359,14 @@ class Trainer:
         self.backbone.train()
         model = self._parallel()
         plan = self.steps(len(sample.indices))
-        data = loader.load([_items(sample, step) for step in plan[progress.step :]])
+        batches = self._batches(loader, [_items(sample, step) for step in plan[progress.step :]])
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
-        batches = data if self.workers else prefetched(data)
         status: dict[str, str] = {}
         started, done_before = time.perf_counter(), progress.seen
-        for images, labels, unreadable in reporter.track(batches, len(data), "training", status):
+        todo = len(plan) - progress.step
+        for images, labels, unreadable in reporter.track(batches, todo, "training", status):
             bad_images.check(unreadable)
             if images is None:  # no image of this step was readable: nothing to learn from
                 progress.step += 1
@@ -380,8 +392,20 @@ class Trainer:
                     raise self.stop.stopped(f"at training step {progress.step}")
         if unchecked.steps:  # the pass ended on steps without a readable image
             self._check(unchecked, progress)
+        if self.augmentation is not None and self.augmentation.cache is not None:
+            self.augmentation.cache.save()
         loss_sum, seen = self.totals(progress)
         return loss_sum / max(seen, 1)
+
+    def _batches(
+        self, loader: RunLoader, steps: list[list[Item]]
+    ) -> Iterable[tuple[torch.Tensor | None, Any, list[Unreadable]]]:
+        """``(images, targets, unreadable)`` of each step: augmented one image at a time in
+        the loader, or as batches on the device (``run.augment_on``)."""
+        if self.augmentation is not None:
+            return device_augmented(loader, steps, self.augmentation)
+        data = loader.load(steps)
+        return data if self.workers else prefetched(data)
 
     def _step(
         self, model: nn.Module, top: torch.optim.SGD, batch: tuple[Any, Any], global_batch: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dcframe.core import kinds
 from dcframe.core.params import Params
@@ -57,6 +57,22 @@ class RunSection(Params):
         "auto",
         description="DataLoader worker processes that decode images, 0 to 64; 'auto': one "
         "per core this process may use, less one, at most 8.",
+    )
+    augment_on: Literal["workers", "device"] = Field(
+        "workers",
+        description="Where the training view is computed. 'workers': each image cropped, "
+        "resized, flipped and distorted with PIL in the loader workers (the reference). "
+        "'device': workers only decode, and the batch is augmented as tensors on the run's "
+        "device (same crops and flips from the same seeds, pixels within interpolation "
+        "differences); with run.view_cache_gib the decoded images are also kept, so that "
+        "later epochs decode nothing.",
+    )
+    jpeg_decode: Literal["workers", "device"] = Field(
+        "workers",
+        description="Where JPEGs are decoded for training with run.augment_on = 'device': "
+        "'workers' (PIL) or 'device' (torchvision's decode_jpeg in batches: nvJPEG on a GPU), "
+        "for datasets too big for the cache; other formats and files the device rejects "
+        "are decoded with PIL.",
     )
     checkpoint_every: int = Field(
         0,
@@ -127,6 +143,15 @@ class RunSection(Params):
         if workers != "auto" and not (isinstance(workers, int) and 0 <= workers <= 64):
             raise ValueError("a number of loader processes from 0 to 64, or 'auto'")
         return workers
+
+    @model_validator(mode="after")
+    def _decode_on_device_needs_batches(self) -> RunSection:
+        if self.jpeg_decode == "device" and self.augment_on != "device":
+            raise ValueError(
+                "run.jpeg_decode = 'device' decodes for the batched training view; also set "
+                "run.augment_on = 'device' (or leave run.jpeg_decode = 'workers')"
+            )
+        return self
 
     @field_validator("output_dir")
     @classmethod

@@ -8,7 +8,12 @@ fastest way to do its work with the same libraries, run by hand:
   against decoding, then forwarding, one after the other);
 * preprocessing (fitted and applied) + clustering against raw faiss (``PCAMatrix`` +
   ``Kmeans``) on the same features;
-* training against a plain forward/backward/step loop on tensors in memory.
+* training against a plain forward/backward/step loop on tensors in memory, both ways:
+  augmented one image at a time with PIL in the loader workers, and as batches on the run's
+  device (``run.augment_on``; from the decoded-image cache when the recipe caches).
+
+Beside the table, the decode rate: images per second that one core decodes (the
+dataset's own ``image()``, as the workers call it), which bounds what the loader can feed.
 
 Pairs run interleaved, ``repeat`` times, and the medians are reported with their ratio
 ``floor / dcframe`` (1.0: dcframe is as fast as its floor). Ratios, not seconds, are the
@@ -39,7 +44,10 @@ from dcframe.core.params import NoParams
 from dcframe.core.progress import Reporter
 from dcframe.data.bad_images import BadImagePolicy
 from dcframe.data.loading import CLUSTERING, TRAINING, Item, RunLoader
-from dcframe.data.view_cache import ClusteringViewCache
+from dcframe.data.batch_views import BatchTrainingView
+from dcframe.data.batched_training import DeviceAugmentation
+from dcframe.data.image_cache import DecodedImageCache
+from dcframe.data.view_cache import GIB, ClusteringViewCache
 from dcframe.engine.extraction import extract_features, fit_chain
 from dcframe.engine.setup import (
     Components,
@@ -76,6 +84,7 @@ class BenchReport:
     repeat: int
     rows: list[StageTiming]
     epoch_projection_s: dict[str, float]
+    decode_images_per_s: float
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -143,15 +152,22 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     with tempfile.TemporaryDirectory(prefix="dcframe-bench-") as scratch:
         stages = _Stages(recipe, sliced, trainer, Path(scratch))
         reporter.info(f"timing {len(data)} of {full} images, {repeat} times each")
-        (ex, fw), (ex2, seq), (cl, fa), (tr, tf) = _median_pairs(repeat, stages.pairs())
+        timings = _median_pairs(repeat, stages.pairs())
+        (ex, fw), (ex2, seq), (cl, fa), (tr_pil, tf), (tr_dev, tf2) = timings
+        decode_rate = len(data) / min(_timed(stages.decode) for _ in range(repeat))
     k = stages.k
     cached = " (views cached)" if stages.cache is not None else ""
+    on_device = " (images cached)" if stages.images is not None else ""
+    in_memory = "fwd/bwd/step on tensors in memory"
     rows = [
         StageTiming(f"extraction{cached}", ex, "forward pass on tensors in memory", fw),
         StageTiming(f"extraction{cached}", ex2, "decode, then forward, one after the other", seq),
         StageTiming(f"PCA + k-means (k={k})", cl, "raw faiss PCAMatrix + Kmeans", fa),
-        StageTiming("training", tr, "fwd/bwd/step on tensors in memory", tf),
+        StageTiming("training, PIL in workers", tr_pil, in_memory, tf),
+        StageTiming(f"training, batched on {devices.network.type}{on_device}", tr_dev, in_memory, tf2),
     ]
+    # the projection follows the recipe's own path
+    tr = tr_dev if recipe.run.augment_on == "device" else tr_pil
     samples = max(1, round(getattr(recipe.sampler, "reassign", 1.0) * full))
     per_image = len(data)
     # k-means costs about N k per iteration, so clusterer.extra_k adds its values' share
@@ -162,7 +178,9 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
         "train": tr / per_image * samples,
     }
     projection["total"] = sum(projection.values())
-    return BenchReport(recipe.run.name, len(data), full, samples, repeat, rows, projection)
+    return BenchReport(
+        recipe.run.name, len(data), full, samples, repeat, rows, projection, decode_rate
+    )
 
 
 class _Stages:
@@ -183,10 +201,17 @@ class _Stages:
         self.raw = torch.cat(embedded).numpy()
         self.augmented = _decoded(self.loader, TRAINING, self.batch)
         self.cache = None
-        if recipe.run.view_cache_gib:  # timed as from the second epoch on: the cache is full
+        self.images: DecodedImageCache | None = None
+        view = BatchTrainingView(trainer.transform, device)
+        self.batched = DeviceAugmentation(view, jpeg_on_device=recipe.run.jpeg_decode == "device")
+        if recipe.run.view_cache_gib:  # timed as from the second epoch on: the caches are full
             n, size = len(parts.dataset), backbone.input_size
             self.cache = ClusteringViewCache(scratch, n, size)
             self.extract()
+            if not self.batched.jpeg_on_device:
+                budget = int(recipe.run.view_cache_gib * GIB) - self.cache.pixels.nbytes
+                self.images = self.batched.cache = DecodedImageCache(scratch, n, budget)
+                self.train_batched()
 
     def pairs(self) -> list[tuple[Callable[[], object], Callable[[], object]]]:
         """(dcframe's stage, its floor), in the table's order."""
@@ -194,7 +219,8 @@ class _Stages:
             (self.extract, self.forward_in_memory),
             (self.extract, self.decode_then_forward),
             (self.cluster, self.raw_faiss),
-            (self.train, self.train_in_memory),
+            (self.train_pil, self.train_in_memory),
+            (self.train_batched, self.train_in_memory),
         ]
 
     def extract(self) -> object:
@@ -231,11 +257,22 @@ class _Stages:
     def raw_faiss(self) -> object:
         return _raw_faiss(self.raw, self.parts, self.k)
 
-    def train(self) -> object:
+    def train_pil(self) -> object:
+        return self._train(None)
+
+    def train_batched(self) -> object:
+        return self._train(self.batched)
+
+    def _train(self, augmentation: DeviceAugmentation | None) -> object:
         indices = np.arange(len(self.parts.dataset))
         sample = TrainingSample(indices, targets=indices % self.k, seeds=indices)
         top = self.trainer.new_top_layer(self.k)
+        self.trainer.augmentation = augmentation
         return self.trainer.train_pass(self.loader, sample, top, PassProgress(), PassHooks())
+
+    def decode(self) -> object:
+        dataset = self.parts.dataset
+        return [dataset.image(i) for i in range(len(dataset))]
 
     def train_in_memory(self) -> object:
         trainer, device = self.trainer, self.trainer.devices.network

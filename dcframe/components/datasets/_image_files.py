@@ -3,13 +3,18 @@ reduced scale when allowed), with optional labels."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from dcframe.core.errors import BadImageError
 from dcframe.core.interfaces import Dataset
 from dcframe.data.images import open_rgb
+
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 class ImageFiles(Dataset):
@@ -43,6 +48,17 @@ class ImageFiles(Dataset):
     def image(self, index: int) -> Image.Image:
         """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
         return open_rgb(self.paths[index], self._min_side)
+
+    def encoded(self, index: int) -> tuple[bytes, str] | None:
+        name = self.paths[index]
+        return (self._bytes(index), name) if name.lower().endswith(JPEG_SUFFIXES) else None
+
+    def _bytes(self, index: int) -> bytes:
+        """The file of image ``index``; raises :class:`~dcframe.core.errors.BadImageError`."""
+        try:
+            return Path(self.paths[index]).read_bytes()
+        except OSError as error:
+            raise BadImageError(self.paths[index], str(error.strerror or error)) from error
 
     @property
     def labels(self) -> np.ndarray | None:

@@ -180,13 +180,15 @@ class WebDataset(ImageFiles):
             self._open[shard_id] = Path(self.shards[shard_id]).open("rb")  # noqa: SIM115 - kept open
         return self._open[shard_id]
 
-    def image(self, index: int) -> Image.Image:
-        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
-        name = self.paths[index]
+    def _bytes(self, index: int) -> bytes:
         try:
             file = self._shard(int(self._shard_of[index]))
             file.seek(int(self._offsets[index]))
-            data = file.read(int(self._sizes[index]))
+            return file.read(int(self._sizes[index]))
         except OSError as error:  # the shard moved or went away since it was indexed
-            raise BadImageError(name, str(error.strerror or error)) from error
-        return open_rgb(io.BytesIO(data), self._min_side, name=name)
+            raise BadImageError(self.paths[index], str(error.strerror or error)) from error
+
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
+        data = self._bytes(index)
+        return open_rgb(io.BytesIO(data), self._min_side, name=self.paths[index])
