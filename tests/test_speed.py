@@ -58,11 +58,18 @@ def test_bench_reports_every_stage_against_its_floor(tiny_recipe: Path) -> None:
     report = json.loads(result.stdout)
     assert report["images"] == 60 and report["dataset_images"] == 360
     stages = [row["stage"] for row in report["rows"]]
-    assert stages == ["extraction", "extraction", "PCA + k-means (k=20)", "training"]
+    assert stages == [
+        "extraction",
+        "extraction",
+        "PCA + k-means (k=20)",
+        "training, PIL in workers",
+        "training, batched on cpu",
+    ]
     for row in report["rows"]:
         assert row["dcframe_s"] > 0 and row["floor_s"] > 0 and row["floor"]
         assert row["ratio"] == row["floor_s"] / row["dcframe_s"]
     assert set(report["epoch_projection_s"]) == {"extract", "cluster", "train", "total"}
+    assert report["decode_images_per_s"] > 0
 
 
 def test_bench_times_cached_extraction_when_the_recipe_caches(tiny_recipe: Path) -> None:
@@ -78,7 +85,9 @@ def test_bench_times_cached_extraction_when_the_recipe_caches(tiny_recipe: Path)
         "run.view_cache_gib=1",
     )
     assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["rows"][0]["stage"] == "extraction (views cached)"
+    stages = [row["stage"] for row in json.loads(result.stdout)["rows"]]
+    assert stages[0] == "extraction (views cached)"
+    assert stages[-1] == "training, batched on cpu (images cached)"
 
 
 def test_workers_auto_leaves_a_core_to_the_main_process() -> None:
