@@ -49,7 +49,7 @@ def test_batched_view_matches_the_pil_view_from_the_same_seeds(jitter: float) ->
     images += [_photo(rng, *rng.integers(40, 200, 2)) for _ in range(48)]
     view = TrainingView(32, 0.08, True, jitter)
     seeds = list(range(100, 100 + len(images)))
-    reference = torch.stack([view(image, seed) for image, seed in zip(images, seeds)])
+    reference = torch.stack([view(image, seed) for image, seed in zip(images, seeds, strict=True)])
     batched = BatchTrainingView(view, CPU)([DecodedPixels(10**4)(i) for i in images], seeds)
     assert batched.shape == reference.shape and batched.dtype == torch.float32
     gap = _gap(batched, reference)
@@ -66,7 +66,7 @@ def test_batched_view_draws_the_same_crops_and_flips() -> None:
     seeds = list(range(64))
     flips = [view.draw(24, 24, s).flip for s in seeds]
     assert 10 < sum(flips) < 54  # both kinds are tested
-    reference = torch.stack([view(image, seed) for image, seed in zip(images, seeds)])
+    reference = torch.stack([view(image, seed) for image, seed in zip(images, seeds, strict=True)])
     batched = BatchTrainingView(view, CPU)([DecodedPixels(24)(i) for i in images], seeds)
     assert _gap(batched, reference).max() < 1e-3
 
@@ -106,7 +106,7 @@ def test_image_cache_reads_back_what_it_stored_within_its_budget(tmp_path: Path)
     images = [_decoded(i, 8, 8) for i in range(4)]
     cache.store([5, 2, 7, 9], images)
     assert cache.holds([5, 2, 7]) and not cache.holds([9]) and not cache.holds([2, 9])
-    for got, want in zip(cache.read([7, 5]), [images[2], images[0]]):
+    for got, want in zip(cache.read([7, 5]), [images[2], images[0]], strict=True):
         assert torch.equal(got.pixels, want.pixels) and (got.width, got.height) == (16, 16)
     cache.save()
     cache.store([1], [_decoded(9, 2, 2)])  # stored after the last save: not kept
@@ -170,11 +170,11 @@ def test_device_decoding_matches_pil_and_falls_back_for_what_it_rejects(tmp_path
     reader = JpegBytes(DecodedPixels(10**4))
     names = [Path(p).name for p in data.paths]
     read = [reader.read(data, i) for i in range(len(data))]
-    kinds = {name: type(item).__name__ for name, item in zip(names, read)}
+    kinds = {name: type(item).__name__ for name, item in zip(names, read, strict=True)}
     assert kinds["png.png"] == kinds["cmyk.jpg"] == "DecodedImage"
     assert kinds["0.jpg"] == kinds["broken.jpg"] == "EncodedImage"
     decoded = decode_on_device(read, CPU)
-    for i, (name, item) in enumerate(zip(names, decoded)):
+    for i, (name, item) in enumerate(zip(names, decoded, strict=True)):
         if name == "broken.jpg":
             assert isinstance(item, BadImageError) and "broken.jpg" in item.path
             continue

@@ -67,13 +67,18 @@ def _prepared(
     # Decided before the pass: the cache fills as the pass goes, the loader's plan may not.
     cached = [cache is not None and cache.holds([i.image for i in items]) for items in steps]
     source = JPEG_BYTES if augmentation.jpeg_on_device else DECODED
-    pending = [[i._replace(view=source) for i in items] for items, c in zip(steps, cached) if not c]
+    pending = [
+        [i._replace(view=source) for i in items]
+        for items, held in zip(steps, cached, strict=True)
+        if not held
+    ]
     loaded = iter(loader.load(pending))
     for items, from_cache in zip(steps, cached, strict=True):
         if from_cache:
             assert cache is not None
             images = cache.read([i.image for i in items])
-            readable, targets, unreadable = list(items), default_collate([i.target for i in items]), []
+            readable, unreadable = list(items), []
+            targets = default_collate([i.target for i in items])
         else:
             images, targets, unreadable = next(loaded)
             bad = {u.index for u in unreadable}

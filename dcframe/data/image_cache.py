@@ -55,7 +55,7 @@ class DecodedImageCache:
         held = self.index[:, OFFSET] >= 0
         end = int((self.index[held, OFFSET] + self._sizes(held)).max()) if held.any() else 0
         self.path.touch()
-        self.file = self.path.open("r+b")  # noqa: SIM115 - open for the run's lifetime
+        self.file = self.path.open("r+b")  # kept open for the run's lifetime
         if self.file.seek(0, os.SEEK_END) < end:  # the pixels went missing: start afresh
             self.index[:] = -1
             end = 0

@@ -43,10 +43,10 @@ from dcframe.core.interfaces import Dataset
 from dcframe.core.params import NoParams
 from dcframe.core.progress import Reporter
 from dcframe.data.bad_images import BadImagePolicy
-from dcframe.data.loading import CLUSTERING, TRAINING, Item, RunLoader
 from dcframe.data.batch_views import BatchTrainingView
 from dcframe.data.batched_training import DeviceAugmentation
 from dcframe.data.image_cache import DecodedImageCache
+from dcframe.data.loading import CLUSTERING, TRAINING, Item, RunLoader
 from dcframe.data.view_cache import GIB, ClusteringViewCache
 from dcframe.engine.extraction import extract_features, fit_chain
 from dcframe.engine.setup import (
@@ -159,12 +159,13 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     cached = " (views cached)" if stages.cache is not None else ""
     on_device = " (images cached)" if stages.images is not None else ""
     in_memory = "fwd/bwd/step on tensors in memory"
+    batched = f"training, batched on {devices.network.type}{on_device}"
     rows = [
         StageTiming(f"extraction{cached}", ex, "forward pass on tensors in memory", fw),
         StageTiming(f"extraction{cached}", ex2, "decode, then forward, one after the other", seq),
         StageTiming(f"PCA + k-means (k={k})", cl, "raw faiss PCAMatrix + Kmeans", fa),
         StageTiming("training, PIL in workers", tr_pil, in_memory, tf),
-        StageTiming(f"training, batched on {devices.network.type}{on_device}", tr_dev, in_memory, tf2),
+        StageTiming(batched, tr_dev, in_memory, tf2),
     ]
     # the projection follows the recipe's own path
     tr = tr_dev if recipe.run.augment_on == "device" else tr_pil

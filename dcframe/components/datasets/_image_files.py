@@ -13,7 +13,6 @@ from dcframe.core.errors import BadImageError
 from dcframe.core.interfaces import Dataset
 from dcframe.data.images import open_rgb
 
-
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
