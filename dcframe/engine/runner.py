@@ -110,7 +110,10 @@ def _opened(
             trainer = Trainer.create(recipe, parts.backbone, devices, world, stop)
             steps_per_epoch = _steps_per_epoch(parts, recipe.optimizer.batch_size)
             view_cache = _view_cache(settings, rundir, parts, world, reporter)
-            _attach_image_cache(trainer, settings, rundir, view_cache, len(parts.dataset), ending)
+            images = _image_cache(trainer, settings, rundir, view_cache, len(parts.dataset))
+            if images is not None:
+                assert trainer.augmentation is not None
+                trainer.augmentation.cache = ending.enter_context(contextlib.closing(images))
             session = Session(
                 seed=settings.seed,
                 parts=parts,
@@ -221,27 +224,25 @@ def _view_cache(
     return ClusteringViewCache(rundir.path / "cache", num_images, size, str(world.rank))
 
 
-def _attach_image_cache(
+def _image_cache(
     trainer: Trainer,
     settings: Any,
     rundir: RunDirectory,
     view_cache: ClusteringViewCache | None,
     num_images: int,
-    ending: contextlib.ExitStack,
-) -> None:
-    """Give the batched training view (``run.augment_on = "device"``) the cache of decoded
-    images, in what ``run.view_cache_gib`` leaves after the clustering views; JPEGs decoded
-    on the device are not cached (that option is for datasets too big to cache)."""
-    augmentation = trainer.augmentation
-    if augmentation is None or augmentation.jpeg_on_device or not settings.view_cache_gib:
-        return
+) -> DecodedImageCache | None:
+    """The batched training view's cache of decoded images (``run.augment_on = "device"``),
+    in what ``run.view_cache_gib`` leaves after the clustering views; None without a budget,
+    and for JPEGs decoded on the device (an option for datasets too big to cache)."""
+    if trainer.augmentation is None or trainer.augmentation.jpeg_on_device:
+        return None
     budget = int(settings.view_cache_gib * GIB)
     if view_cache is not None:
         budget -= view_cache.pixels.nbytes
-    if budget > 0:
-        tag = str(trainer.world.rank)
-        cache = DecodedImageCache(rundir.path / "cache", num_images, budget, tag)
-        augmentation.cache = ending.enter_context(contextlib.closing(cache))
+    if budget <= 0:
+        return None
+    tag = str(trainer.world.rank)
+    return DecodedImageCache(rundir.path / "cache", num_images, budget, tag)
 
 
 def _start_files(rundir: RunDirectory, resolved: str, parts: Components) -> None:
