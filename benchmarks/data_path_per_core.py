@@ -8,6 +8,8 @@ the table gives the median rate:
 
 * ``PIL decode + TrainingView``: what a loader worker does per image with
   ``run.augment_on = "workers"`` (decode, RandomResizedCrop 224, flip, ToTensor, Normalize);
+* ``PIL decode + clustering view``: what a worker does per image for the clustering pass
+  (decode, resize 256, centre crop 224, ToTensor, Normalize), which stays on PIL;
 * ``PIL decode + cap``: what a worker does with ``run.augment_on = "device"`` (decode, shrink
   to the cap, hand over uint8 pixels);
 * ``bytes + header``: what a worker does with ``run.jpeg_decode = "device"``;
@@ -38,7 +40,7 @@ from dcframe.components.builtin_params import ImageFolderParams
 from dcframe.components.datasets.folder import ImageFolder
 from dcframe.data.batch_views import BatchTrainingView, DecodedPixels
 from dcframe.data.device_decode import JpegBytes
-from dcframe.data.transforms import TrainingView, smallest_side_used
+from dcframe.data.transforms import TrainingView, clustering_transform, smallest_side_used
 
 SIZE, SCALE_MIN, BATCH = 224, 0.08, 256
 
@@ -47,6 +49,7 @@ def pieces(data: ImageFolder) -> dict[str, Callable[[], int]]:
     """Each piece of the path as a function doing it to every image; returns the count."""
     n = len(data)
     view = TrainingView(SIZE, SCALE_MIN)
+    clustering = clustering_transform(SIZE)
     cap = DecodedPixels(smallest_side_used(SIZE, SCALE_MIN))
     reader = JpegBytes(cap)
     raw = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in data.paths]
@@ -55,6 +58,9 @@ def pieces(data: ImageFolder) -> dict[str, Callable[[], int]]:
 
     def pil_view() -> int:
         return len([view(data.image(i), i) for i in range(n)])
+
+    def pil_clustering() -> int:
+        return len([clustering(data.image(i)) for i in range(n)])
 
     def pil_cap() -> int:
         return len([cap(data.image(i)) for i in range(n)])
@@ -72,6 +78,7 @@ def pieces(data: ImageFolder) -> dict[str, Callable[[], int]]:
 
     return {
         "PIL decode + TrainingView (workers path)": pil_view,
+        "PIL decode + clustering view (clustering pass)": pil_clustering,
         "PIL decode + cap (batched path, worker side)": pil_cap,
         "bytes + header (device decoding, worker side)": header,
         "decode_jpeg on the CPU (libjpeg-turbo)": libjpeg,
@@ -93,7 +100,8 @@ def main() -> int:
         data = ImageFolder(ImageFolderParams(root=str(folder)))
         data.decode_at_least(smallest_side_used(SIZE, SCALE_MIN))
         size = statistics.mean(len(Path(p).read_bytes()) for p in data.paths)
-        print(f"{len(data)} JPEGs, {args.width[0]}-{args.width[1]} px wide, mean {size / 1e3:.0f} kB")
+        wide = f"{args.width[0]}-{args.width[1]} px wide"
+        print(f"{len(data)} JPEGs, {wide}, mean {size / 1e3:.0f} kB")
         timed = pieces(data)
         rates: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(args.rounds):
