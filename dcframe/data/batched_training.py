@@ -45,6 +45,8 @@ class DeviceAugmentation:
 
 @dataclass(frozen=True)
 class _Prepared:
+    """One step's readable images, their draws, their targets, and the unreadable ones."""
+
     images: list[DecodedImage]
     draws: list[ViewDraw]
     targets: Any
@@ -64,7 +66,8 @@ def _prepared(
     loader: RunLoader, steps: Sequence[Sequence[Item]], augmentation: DeviceAugmentation
 ) -> Iterator[_Prepared]:
     cache, view = augmentation.cache, augmentation.view
-    # Decided before the pass: the cache fills as the pass goes, the loader's plan may not.
+    # Decided once, before the pass: the loader gets its plan now, while the cache goes on
+    # filling during the pass.
     cached = [cache is not None and cache.holds([i.image for i in items]) for items in steps]
     source = JPEG_BYTES if augmentation.jpeg_on_device else DECODED
     pending = [
