@@ -19,7 +19,7 @@ from dcframe.data.batch_views import BatchTrainingView, DecodedImage, DecodedPix
 from dcframe.data.device_decode import EncodedImage, JpegBytes, decode_on_device
 from dcframe.data.image_cache import DecodedImageCache
 from dcframe.data.transforms import IMAGENET_STD, TrainingView
-from tests.conftest import invoke
+from tests.conftest import TINY_RECIPE, invoke
 
 QUIET = Reporter(quiet=True)
 CPU = torch.device("cpu")
@@ -199,40 +199,15 @@ def test_an_encoded_image_the_device_rejects_is_decoded_with_pil() -> None:
 def test_a_run_decoding_on_the_device_skips_what_no_decoder_reads(tmp_path: Path) -> None:
     root = _folder(tmp_path / "images")
     recipe_path = tmp_path / "folder.toml"
-    recipe_path.write_text(
-        f"""schema_version = 1
-[run]
-name = "jpeg"
-epochs = 2
-output_dir = "{tmp_path / "runs"}"
-device = "cpu"
-workers = 0
-augment_on = "device"
-jpeg_decode = "device"
-knn_k = 0
-[data]
-name = "imagefolder"
-root = "{root}"
-on_bad_image = "skip"
-max_bad_fraction = 0.1
-[backbone]
-name = "alexnet"
-small_input = true
-width = 0.125
-fc_dim = 64
-[[preprocess]]
-name = "pca"
-dim = 16
-[[preprocess]]
-name = "l2"
-[clusterer]
-name = "faiss-kmeans"
-k = 6
-[optimizer]
-batch_size = 16
-"""
+    digits = 'name = "sklearn-digits"\nsplit = "test"'
+    folder = f'name = "imagefolder"\nroot = "{root}"\non_bad_image = "skip"\nmax_bad_fraction = 0.1'
+    tiny = TINY_RECIPE.format(output_dir=tmp_path / "runs")
+    assert digits in tiny
+    recipe_path.write_text(tiny.replace(digits, folder))
+    on_device = ["run.augment_on=device", "run.jpeg_decode=device", "run.workers=0"]
+    rundir = _run(
+        recipe_path, *on_device, "run.knn_k=0", "clusterer.k=6", "optimizer.batch_size=16"
     )
-    rundir = _run(recipe_path)
     skipped = (rundir / "skipped_images.tsv").read_text()
     assert "broken.jpg" in skipped and "png.png" not in skipped and "cmyk.jpg" not in skipped
     assert not (rundir / "cache").exists() or not list((rundir / "cache").glob("training_*"))
