@@ -13,7 +13,8 @@ components is validated without importing torch.
 
 A plugin can only break itself: whatever it raises while importing or registering
 (``sys.exit()`` included; only ``KeyboardInterrupt`` passes) makes it a :class:`FailedEntry`,
-listed with the reason by ``dcframe plugins list``; only recipes naming it fail.
+listed with the reason by ``dcframe plugins list``; only recipes naming it fail. What it
+prints meanwhile goes to stderr (:func:`plugin_output_to_stderr`).
 
 Two environment variables, read whenever a registry loads entries, help with a broken
 environment (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does):
@@ -27,12 +28,14 @@ environment (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
 import importlib.metadata as metadata
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -61,6 +64,49 @@ def autoload_disabled() -> bool:
 def blocked_names() -> set[str]:
     """The normalized names listed in ``DCFRAME_BLOCK_PLUGINS``."""
     return {_normalize(n) for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+@contextlib.contextmanager
+def plugin_output_to_stderr() -> Iterator[None]:
+    """Send whatever is written to stdout inside the block to stderr instead.
+
+    Plugins run inside it (while imported, and while a command runs their code), so that
+    their prints never mix with dcframe's machine-readable stdout (``--json``, the run
+    directory of ``dcframe run``). Both levels are redirected: ``sys.stdout`` for Python's
+    ``print``, and the file descriptor under it (usually 1) for C extensions and child
+    processes. The descriptor is redirected only where ``sys.stdout`` has one (not under a
+    test's ``StringIO``); nested blocks are harmless.
+    """
+    stdout_fd, stderr_fd = _fileno(sys.stdout), _fileno(sys.stderr)
+    saved = None
+    if stdout_fd is not None and stderr_fd is not None and stdout_fd != stderr_fd:
+        _flush(sys.stdout)  # what was written before the block belongs on the real stdout
+        saved = os.dup(stdout_fd)
+        os.dup2(stderr_fd, stdout_fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None and stdout_fd is not None:
+            _flush(sys.stdout)  # a C extension's buffered printf goes out while redirected
+            os.dup2(saved, stdout_fd)
+            os.close(saved)
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return int(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # StringIO, a closed or detached stream
+        return None
+
+
+def _flush(stream: Any) -> None:
+    """Flush ``stream`` and the C library's stdio buffers (C extensions' ``printf``)."""
+    import ctypes  # here: only needed when a stdout with a descriptor is redirected
+
+    stream.flush()
+    with contextlib.suppress(AttributeError, OSError, TypeError):  # no C library (Windows)
+        ctypes.CDLL(None).fflush(None)
 
 
 def _normalize(name: str) -> str:
@@ -302,9 +348,10 @@ class Registry(Generic[T]):
             return
         stage: Literal["import", "register"] = "import"
         try:
-            cls = ep.load()
-            stage = "register"
-            self.add(ep.name, cls, origin)
+            with plugin_output_to_stderr():  # stdout may be machine-readable (--json)
+                cls = ep.load()
+                stage = "register"
+                self.add(ep.name, cls, origin)
         except KeyboardInterrupt:  # the user's, not the plugin's
             raise
         except BaseException as error:
