@@ -8,6 +8,7 @@ temporary file behind; :func:`remove_temporaries` clears them when the next run 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -28,6 +29,17 @@ _USER_ERRNOS = {
     errno.EPERM: "operation not permitted",
     errno.ENAMETOOLONG: "file name too long",
 }
+# What to do about each of them, given how the command writes elsewhere ("{}").
+_FIXES = {
+    errno.ENOSPC: "free some space or choose another folder with {}",
+    errno.EDQUOT: "free some space or choose another folder with {}",
+    errno.EROFS: "choose a folder on a writable file system with {}",
+    errno.ENAMETOOLONG: "choose a shorter path with {}",
+}
+_PERMISSIONS_FIX = "check the folder's permissions or choose another folder with {}"
+
+#: How a run writes elsewhere: the advice unless the caller names its own option.
+RUN_ELSEWHERE = "--set run.output_dir=..."
 
 
 class _RecordingFile:
@@ -52,31 +64,31 @@ class _RecordingFile:
         self._handle.flush()
 
 
-def user_error_for(error: OSError, action: str) -> UserError | None:
+def user_error_for(error: OSError, action: str, elsewhere: str = RUN_ELSEWHERE) -> UserError | None:
     """A :class:`UserError` for an OSError the user can fix (full disk, permissions), or None.
 
     Args:
         error: The failure.
         action: What was being done, e.g. "writing runs/x/checkpoint.pt".
+        elsewhere: The command's way to write somewhere else, e.g. "--out".
     """
     reason = _USER_ERRNOS.get(error.errno or 0)
     if reason is None:
         return None
-    fix = {
-        errno.ENOSPC: "free some space or choose another folder with --set run.output_dir=...",
-        errno.EDQUOT: "free some space or choose another folder with --set run.output_dir=...",
-        errno.ENAMETOOLONG: "use a shorter run.output_dir or run.name",
-    }.get(error.errno or 0, "check the folder's permissions or choose another run.output_dir")
+    fix = _FIXES.get(error.errno or 0, _PERMISSIONS_FIX).format(elsewhere)
     return UserError(f"{reason} while {action}; {fix}")
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Any], object]) -> None:
+def atomic_write_bytes(
+    path: Path, write: Callable[[Any], object], elsewhere: str = RUN_ELSEWHERE
+) -> None:
     """Write ``path`` through a temporary sibling, then rename it over the target.
 
     ``write`` receives a binary file. The file gets the permissions of any file the user
     creates (0666 less the umask). On failure the target is untouched, the temporary file is
     removed, and a full disk or a permission problem is raised as a :class:`UserError`
-    naming the file.
+    naming the file, the cause and the fix (``elsewhere``: the command's way to write
+    somewhere else, e.g. "--out"; by default a run's).
     """
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
@@ -94,10 +106,20 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], object]) -> None:
                 raise
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and (friendly := user_error_for(error, f"writing {path}")):
-            raise friendly from error
+        _remove_quietly(tmp)
+        if isinstance(error, OSError):
+            friendly = user_error_for(error, f"writing {path}", elsewhere)
+            if friendly is not None:
+                raise friendly from error
         raise
+
+
+def _remove_quietly(tmp: Path) -> None:
+    # The clean-up of a failed write must not hide why it failed: on a read-only file
+    # system even removing a file that was never created fails (EROFS). A temporary file
+    # left behind is removed by the next run (remove_temporaries).
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def remove_temporaries(*folders: Path) -> list[Path]:

@@ -106,5 +106,5 @@ def write_report(run_dir: Path, epoch: int | None = None, out: Path | None = Non
             f"--out: the folder {str(target.parent)!r} does not exist; create it or choose another"
         )
     page = render(run, shown).encode("utf-8")
-    atomic_write_bytes(target, lambda f: f.write(page))
+    atomic_write_bytes(target, lambda f: f.write(page), elsewhere="--out")
     return target

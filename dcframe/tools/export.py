@@ -182,11 +182,11 @@ def export(
     if save_safetensors is not None:
         metadata = {k: str(v) for k, v in summary.items() if k != "file"}
         data = save_safetensors(state, metadata=metadata)
-        atomic_write_bytes(out, lambda handle: handle.write(data))
+        atomic_write_bytes(out, lambda handle: handle.write(data), elsewhere="--out")
     else:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(out, lambda handle: handle.write(buffer.getvalue()))
+        atomic_write_bytes(out, lambda handle: handle.write(buffer.getvalue()), elsewhere="--out")
     return summary
 
 
