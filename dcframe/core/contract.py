@@ -14,10 +14,12 @@ same seed gives the same result. A failed check raises ``AssertionError`` with t
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 import torch
 from PIL import Image
 from pydantic import ValidationError
@@ -44,6 +46,7 @@ __all__ = [
     "check_dataset",
     "check_params_model",
     "check_preprocessor",
+    "check_recipe_roundtrip",
     "check_sampler",
 ]
 
@@ -73,7 +76,19 @@ def _params(cls: type, params: Params | dict[str, Any] | None, **updates: Any) -
     values = params.model_dump() if isinstance(params, Params) else dict(params or {})
     values.pop("name", None)  # a recipe section carries the component name; the model does not
     valid = {k: v for k, v in updates.items() if k in model.model_fields}
-    return model.model_validate({**values, **valid})
+    chosen = model.model_validate({**values, **valid})
+    check_recipe_roundtrip(chosen)
+    return chosen
+
+
+def check_recipe_roundtrip(params: Params) -> None:
+    """``params``, written to TOML as a run's saved recipe writes them, read back equal."""
+    text = tomli_w.dumps(params.recipe_table())
+    again = type(params).model_validate(tomllib.loads(text))
+    assert again == params, (
+        f"{type(params).__name__} does not survive a saved recipe: {params!r} was written as "
+        f"{text!r} and read back as {again!r}"
+    )
 
 
 def _blobs(rows: int = 240, dim: int = 8, seed: int = 0) -> np.ndarray:

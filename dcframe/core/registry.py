@@ -36,11 +36,12 @@ import importlib.metadata as metadata
 import os
 import re
 import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, Union, cast, get_args, get_origin
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from dcframe.core.errors import PluginLoadError, UnknownComponentError, UserError
 from dcframe.core.params import Params
@@ -457,3 +458,36 @@ def _check_params_model(label: str, name: str, params: type[Params]) -> None:
             f"used ({type(error).__name__}: {reason}); every field needs a type that exists "
             "and that pydantic can validate"
         ) from error
+    gap = _null_gap(params)
+    if gap:
+        raise UserError(
+            f"{label}: its Params model {params.__module__}.{params.__qualname__} has {gap}; "
+            "TOML has no null, so a recipe cannot say None: a field may take None only as "
+            "its default (a saved recipe leaves it out, and reading it back gives None)"
+        )
+
+
+def _null_gap(model: type[BaseModel], prefix: str = "") -> str | None:
+    """The first field of ``model`` (or of a model nested in it) whose None a recipe could
+    not write back, described; None when there is none."""
+    for key, info in model.model_fields.items():
+        annotation = info.annotation
+        members = get_args(annotation) if get_origin(annotation) in _UNIONS else (annotation,)
+        if type(None) in members and info.default is not None:
+            return f"field {prefix}{key}, which may be None but does not default to None"
+        for member in members:
+            if member is not type(None) and _holds_none(member):
+                return f"field {prefix}{key}, which may hold None inside an array or table"
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                gap = _null_gap(member, f"{prefix}{key}.")
+                if gap:
+                    return gap
+    return None
+
+
+_UNIONS = (Union, types.UnionType)
+
+
+def _holds_none(annotation: Any) -> bool:
+    """Whether None is allowed anywhere within ``annotation`` (``list[int | None]``)."""
+    return any(arg is type(None) or _holds_none(arg) for arg in get_args(annotation))

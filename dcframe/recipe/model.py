@@ -234,7 +234,10 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Any:
 
 
 def dumps(recipe: Params) -> str:
-    """The fully resolved recipe, every default filled in, as TOML."""
-    data = recipe.model_dump(mode="json")
+    """The fully resolved recipe, every default filled in, as TOML.
+
+    It validates back to an equal recipe (see :meth:`Params.recipe_table`).
+    """
+    data = recipe.recipe_table()
     ordered = {"schema_version": data.pop("schema_version"), **data}
     return tomli_w.dumps(ordered)
