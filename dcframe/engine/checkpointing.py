@@ -26,9 +26,15 @@ from dcframe.core.errors import UserError
 from dcframe.core.interfaces import EpochRecord
 from dcframe.engine.logbook import Logbook
 from dcframe.engine.training import PassProgress, Trainer
+from dcframe.store.checkpoint_file import load_state
 from dcframe.store.rundir import RunDirectory
 
 TOP_LAYER = "top_layer."
+# The recipe of a resume equals the run's (checked before), so a mismatch is a changed file.
+RESUME_ADVICE = (
+    "checkpoint.pt was changed outside dcframe: restore it from a backup, or start a new run "
+    "with --set run.name=<new-name>"
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -163,26 +169,34 @@ class Recorder:
 
         self.world.run_on_main(write)
 
+    def _versions_on_resume(self, epoch: int) -> None:
+        """Record this resume's versions; warn when they differ from the start's."""
+        warning = self.rundir.record_resume(epoch)
+        if warning:
+            self.logbook.reporter.warn(warning)
+
     def restore(self, state: dict[str, Any]) -> MidEpoch | None:
         """Load a checkpoint into the run; the interrupted epoch's pass, if it was one.
 
         Raises:
             UserError: the checkpoint does not fit this recipe's model.
         """
-        backbone = self.trainer.backbone
+        backbone, path = self.trainer.backbone, self.rundir.checkpoint_path
         try:
             backbone.reset_top_layer(int(state["k"]))  # so that the saved top layer fits
-            backbone.load_state_dict(state["model"])
+            load_state(backbone, state["model"], path, RESUME_ADVICE)
             self.trainer.body_optimizer.load_state_dict(state["body_optimizer"])
             if state.get("grad_scaler"):
                 self.trainer.scaler.load_state_dict(state["grad_scaler"])
             set_rng_state(state["rng"])
+        except UserError as error:
+            raise UserError(f"--resume: {error}") from error
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise UserError(
-                f"--resume: {self.rundir.checkpoint_path} does not fit this recipe's model "
-                f"({str(error).splitlines()[0][:300]}); restore the run's own checkpoint, or "
-                "start a new run with --set run.name=<new-name>"
+                f"--resume: {path} does not fit this recipe's model "
+                f"({str(error).splitlines()[0][:300]}); {RESUME_ADVICE}"
             ) from error
+        self.world.run_on_main(lambda: self._versions_on_resume(int(state["epoch"])))
         if "step" not in state:
             return None
         epoch, partial = int(state["epoch"]), state["partial"]

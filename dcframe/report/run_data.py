@@ -20,6 +20,7 @@ import numpy as np
 from dcframe import recipe as recipes
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, Dataset
+from dcframe.core.progress import Reporter
 from dcframe.engine.setup import build_components
 from dcframe.store.lock import LOCK_FILE
 from dcframe.store.rundir import RunDirectory
@@ -124,7 +125,13 @@ def load_run(path: Path) -> RunData:
             f"{str(path)!r} is not a run directory (it has no recipe.toml); pass a run "
             f"directory, {EXAMPLE}"
         )
-    metrics = sorted(RunDirectory(path).metrics(), key=lambda r: int(r["epoch"]))
+    rundir, holder = RunDirectory(path), lock_holder(path)
+    if holder is None:
+        # A running run writes both files as it goes; a stopped one must have them agree.
+        rundir.check_records(rundir.finished_epochs())
+        if warning := rundir.version_warning():
+            Reporter().warn(warning)
+    metrics = sorted(rundir.metrics(), key=lambda r: int(r["epoch"]))
     if not metrics:
         raise UserError(
             f"{str(path)!r} has no finished epoch yet (metrics.jsonl is empty); wait until "
@@ -139,7 +146,7 @@ def load_run(path: Path) -> RunData:
         dataset=parts.dataset,
         backbone=parts.backbone,
         k=int(parts.clusterer.k),
-        holder=lock_holder(path),
+        holder=holder,
         evals=find_evals(path / "eval"),
     )
 

@@ -11,6 +11,10 @@ of these it is:
 * a PyTorch file holding Python objects beyond tensors: only then is the advice given to
   convert it with ``weights_only=False``, because only then would that work.
 
+:func:`load_state` is the one place saved weights enter a model (``--resume``, ``dcframe
+eval``, ``dcframe export``, ``dcframe.load_backbone``): every key and shape is checked first,
+and a mismatch names the missing and unexpected keys, their counts, the file and the fix.
+
 This module sits low in the import graph (the run directory code uses it): it imports only
 the standard library, torch and :mod:`dcframe.core.errors`.
 """
@@ -21,10 +25,12 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from dcframe.core.errors import UserError
 
@@ -32,13 +38,17 @@ from dcframe.core.errors import UserError
 ZIP_MAGIC = b"PK\x03\x04"
 #: ... and before that a pickle whose first object is torch's magic number (protocol 2, LONG1).
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+#: Keys of a mismatch named in a message; the rest are counted.
+KEYS_NAMED = 5
 
 
-def read_checkpoint(path: Path) -> Any:
+def read_checkpoint(path: Path, mmap: bool = False) -> Any:
     """``torch.load`` restricted to tensors and plain containers, on the CPU.
 
     Args:
         path: The checkpoint file.
+        mmap: Map the tensors instead of reading them (a zip checkpoint only): cheap when
+            only the small entries (``epoch``) are wanted.
 
     Returns:
         What the file holds (usually a dict of tensors, numbers and strings).
@@ -54,12 +64,63 @@ def read_checkpoint(path: Path) -> Any:
             # A foreign pickle makes torch warn about its protocol before failing; the
             # UserError below says all there is to say.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (FileNotFoundError, PermissionError) as error:  # gone or locked since _header
         raise UserError(f"{path} cannot be read ({_os_reason(error)})") from error
     except Exception as error:  # torch raises many types for a bad file; classify below
         # (OSError included: torch's zip reader seeks out of a cut file with EINVAL)
         raise UserError(_describe_failure(path, header, error)) from error
+
+
+def load_state(module: nn.Module, state: Mapping[str, Any], source: Path, advice: str) -> None:
+    """Load the saved weights ``state`` into ``module``, every key and shape checked first.
+
+    BatchNorm ``num_batches_tracked`` counters missing from ``state`` keep the model's value:
+    checkpoints written before PyTorch 0.4.1 have none, and eval mode never reads them.
+
+    Args:
+        module: The model to load into.
+        state: Parameter and buffer names -> tensors.
+        source: The file the weights come from, for the message.
+        advice: What to do about a mismatch (it depends on the caller).
+
+    Raises:
+        UserError: missing or unexpected keys, or shapes that differ: the first few of each
+            named with their counts, then the file and ``advice``.
+    """
+    expected = module.state_dict()
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise UserError(
+            f"{source}: the weights do not fit this {type(module).__name__} ({mismatch}); " + advice
+        )
+    module.load_state_dict({**expected, **state})
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> str:
+    """How ``state`` differs from the model's ``expected`` state dict, or "" when it fits."""
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and getattr(v, "shape", None) != expected[k].shape
+    ]
+    parts = (
+        _named("missing key", missing),
+        _named("unexpected key", unexpected),
+        _named("shape mismatch", shapes, plural="es"),
+    )
+    return "; ".join(part for part in parts if part)
+
+
+def _named(label: str, items: list[str], plural: str = "s") -> str:
+    """``items`` as "3 missing keys: a, b, c", the first :data:`KEYS_NAMED` of them named."""
+    if not items:
+        return ""
+    more = len(items) - KEYS_NAMED
+    listed = ", ".join(items[:KEYS_NAMED]) + (f" and {more} more" if more > 0 else "")
+    return f"{len(items)} {label}{plural if len(items) > 1 else ''}: {listed}"
 
 
 def _header(path: Path) -> bytes:

@@ -4,7 +4,8 @@ Layout::
 
     <output_dir>/<name>/
         recipe.toml            the fully resolved recipe
-        versions.json          python, dcframe, torch, faiss, ... and every plugin used
+        versions.json          python, dcframe, torch, faiss, ... and every plugin used at the
+                               start, and under ``resumes`` those of each resume since
         metrics.jsonl          one JSON object per epoch
         assignments/epoch_0000.npy
         distances/epoch_0000.npy  each image's squared distance to its centroid (the report's
@@ -17,11 +18,19 @@ Layout::
 A folder "holds a run" once its first epoch is finished, i.e. once ``checkpoint.pt`` exists.
 A folder without one (a run that failed or was killed during epoch 0) is simply started
 again. Every file is written atomically (:mod:`dcframe.core.files`).
+
+``metrics.jsonl`` and ``checkpoint.pt`` agree when the records are those of epochs 0 to n-1,
+each once, and n is the checkpoint's finished epochs or one more: an epoch's record is
+written before its checkpoint, so a kill between the two leaves the record of the epoch
+the resume redoes (and rewrites). Anything else means a file was changed outside dcframe
+and is refused (:meth:`RunDirectory.check_records`), since resuming would rewrite history.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import platform
 import tomllib
@@ -72,6 +81,40 @@ def versions(plugins: list[Origin]) -> dict[str, Any]:
     }
 
 
+# The versions whose change may change a run's numbers (python and pydantic do not).
+COMPARED_VERSIONS = ("dcframe", "torch", "torchvision", "numpy", "scikit-learn")
+VERSIONS_FILE = "versions.json"
+RESUMES = "resumes"
+
+
+def versions_now(started: dict[str, Any]) -> dict[str, Any]:
+    """The versions of this process, for the plugins of a run started with ``started``
+    (the recipe cannot change on resume, so neither can the plugins it uses)."""
+    plugins = started.get("plugins")
+    names = list(plugins) if isinstance(plugins, dict) else []
+    return {**versions([]), "plugins": {name: _version_of(name) for name in names}}
+
+
+def version_changes(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """ "torch 2.1.0 -> 2.4.1" for each library, faiss build or plugin that differs."""
+    before, after = _comparable(started), _comparable(now)
+    return [
+        f"{name} {before.get(name) or 'none'} -> {after.get(name) or 'none'}"
+        for name in dict.fromkeys([*before, *after])
+        if before.get(name) != after.get(name)
+    ]
+
+
+def _comparable(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The versions of ``recorded`` that shape results, one level deep (faiss builds and
+    plugins by distribution)."""
+    flat = {name: recorded.get(name) for name in COMPARED_VERSIONS}
+    for group, prefix in (("faiss", ""), ("plugins", "plugin ")):
+        values = recorded.get(group)
+        flat |= {f"{prefix}{k}": v for k, v in (values if isinstance(values, dict) else {}).items()}
+    return flat
+
+
 # What a resumed run may change: the length of the run, where its folder is (a run moved to
 # another disk) and how many loader processes it uses; nothing that changes the results.
 RESUME_MAY_CHANGE = (
@@ -88,6 +131,18 @@ RESUME_MAY_CHANGE = (
 # Sections a resumed run may change as a whole: where the metrics are logged.
 RESUME_MAY_CHANGE_SECTIONS = ("loggers",)
 CHECKPOINT_KEYS = ("epoch", "backbone", "k", "model", "body_optimizer", "rng")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _epochs(count: int) -> str:
+    return f"{count} finished epoch{'' if count == 1 else 's'}"
+
+
+def _restore(name: str) -> str:
+    return f"restore {name} from a backup, or start a new run with --set run.name=<new-name>"
 
 
 def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +231,7 @@ class RunDirectory:
         if not self.holds_finished_epoch:
             if resume and not self.recipe_path.exists():
                 raise UserError(f"--resume: no run in {str(self.path)!r}; start without --resume")
+            self.check_records(None)  # records of more than epoch 0: checkpoint.pt was removed
             self._clear_unfinished()
             return None
         if not resume:
@@ -184,7 +240,12 @@ class RunDirectory:
                 "--resume, or pick another name, e.g. --set run.name=<new-name>"
             )
         self._check_same_recipe(resolved)
-        return self.load_checkpoint()
+        state = self.load_checkpoint()
+        try:
+            self.check_records(state["epoch"])
+        except UserError as error:
+            raise UserError(f"--resume: {error}") from error
+        return state
 
     def _clear_unfinished(self) -> None:
         """Remove what a run that never finished an epoch left (it would only mislead)."""
@@ -271,7 +332,56 @@ class RunDirectory:
                 f"--resume: {self.checkpoint_path} is not a dcframe run checkpoint (missing "
                 f"{', '.join(missing)}); {redo}"
             )
+        if not _is_count(state["epoch"]):
+            raise UserError(
+                f"--resume: {self.checkpoint_path}: 'epoch' must be a count of epochs; "
+                f"found {state['epoch']!r}; {redo}"
+            )
         return dict(state)
+
+    def finished_epochs(self) -> int | None:
+        """The epochs ``checkpoint.pt`` has finished, None without one; only its small
+        entries are read (the tensors are mapped, not loaded).
+
+        Raises:
+            UserError: the checkpoint is damaged or has no count of epochs.
+        """
+        if not self.holds_finished_epoch:
+            return None
+        state = read_checkpoint(self.checkpoint_path, mmap=True)
+        epoch = state.get("epoch") if isinstance(state, dict) else None
+        if not _is_count(epoch):
+            raise UserError(
+                f"{self.checkpoint_path} is not a dcframe run checkpoint (no count of finished "
+                "epochs); restore it from a backup"
+            )
+        return int(epoch)  # type: ignore[arg-type]  # checked by _is_count
+
+    def check_records(self, finished: int | None) -> None:
+        """Refuse a ``metrics.jsonl`` that disagrees with the checkpoint's ``finished``
+        epochs (None: no checkpoint); see the module docstring for the rule.
+
+        Raises:
+            UserError: records not of epochs 0, 1, ... each once, or one of the two files
+                behind the other, named with what to do.
+        """
+        epochs = [record["epoch"] for record in self.metrics()]
+        metrics, checkpoint = self.metrics_path, self.checkpoint_path
+        if epochs != list(range(len(epochs))):
+            raise UserError(
+                f"{metrics} records epochs {', '.join(map(str, epochs))}, not each epoch from 0 "
+                f"once: it was changed outside dcframe; {_restore(metrics.name)}"
+            )
+        recorded, holds = len(epochs), finished or 0
+        if holds <= recorded <= holds + 1:
+            return  # one more: killed between an epoch's record and its checkpoint
+        behind = metrics if recorded < holds else checkpoint
+        has = f"holds {_epochs(holds)}" if finished is not None else "is missing"
+        raise UserError(
+            f"{checkpoint} {has} but {metrics} records {_epochs(recorded)}: {behind.name} is "
+            f"behind (emptied, cut, removed or replaced by an older copy); {_restore(behind.name)} "
+            "(resuming would rewrite the run's history)"
+        )
 
     def load_assignment(self, epoch: int) -> np.ndarray:
         path = self.assignment_path(epoch)
@@ -294,6 +404,60 @@ class RunDirectory:
             if index.isdigit():
                 skipped[int(index)] = (path, reason)
         return skipped
+
+    # ----------------------------------------------------------------- versions
+
+    def recorded_versions(self) -> dict[str, Any] | None:
+        """``versions.json``: the versions the run started with, and under ``resumes`` each
+        resume's (absent from runs of older dcframe versions); None if missing or damaged."""
+        try:
+            recorded = json.loads((self.path / VERSIONS_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return recorded if isinstance(recorded, dict) else None
+
+    def record_resume(self, epoch: int) -> str | None:
+        """Append this process's versions to ``versions.json`` as a resume at ``epoch``.
+
+        Returns:
+            A warning naming the versions that differ from the start's, or saying why none
+            could be recorded; None when they are the same.
+        """
+        recorded = self.recorded_versions()
+        if recorded is None:
+            return f"{self.path / VERSIONS_FILE} is missing or damaged; versions not recorded"
+        now = versions_now(recorded)
+        time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        resumes = recorded.get(RESUMES)
+        history = [
+            *(resumes if isinstance(resumes, list) else []),
+            {"time": time, "epoch": epoch, **now},
+        ]
+        self.write_text(VERSIONS_FILE, json.dumps({**recorded, RESUMES: history}, indent=2) + "\n")
+        meaning = "the resumed epochs may not be bit-identical to an uninterrupted run's"
+        return self._versions_differ(recorded, now, "was started", meaning)
+
+    def version_warning(self) -> str | None:
+        """A warning when this process's versions differ from those that last trained the run
+        (its start, or its latest resume, which warned about its own differences)."""
+        recorded = self.recorded_versions()
+        if recorded is None:
+            return None
+        resumes = recorded.get(RESUMES)
+        last = resumes[-1] if isinstance(resumes, list) and resumes else recorded
+        meaning = "a resume with these versions may not continue it bit-identically"
+        return self._versions_differ(last, versions_now(recorded), "was last trained", meaning)
+
+    def _versions_differ(
+        self, then: dict[str, Any], now: dict[str, Any], when: str, meaning: str
+    ) -> str | None:
+        changes = version_changes(then, now) if isinstance(then, dict) else []
+        if not changes:
+            return None
+        return (
+            f"{self.path} {when} with other versions than this process has "
+            f"({'; '.join(changes)}): {meaning} (versions.json keeps each resume's versions)"
+        )
 
     def metrics(self) -> list[dict[str, Any]]:
         """The epoch records of ``metrics.jsonl`` (see :meth:`MetricsFile.records`)."""

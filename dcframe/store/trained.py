@@ -35,7 +35,7 @@ from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, BackboneParams
 from dcframe.core.params import Params
 from dcframe.recipe import apply_override, read_toml
-from dcframe.store.checkpoint_file import read_checkpoint
+from dcframe.store.checkpoint_file import load_state, read_checkpoint
 from dcframe.store.model_options import ModelOptions
 
 RECIPE_FILE = "recipe.toml"
@@ -43,6 +43,13 @@ LATEST_CHECKPOINT = "checkpoint.pt"
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 SOBEL_KEYS = ("0.weight", "0.bias", "1.weight", "1.bias")
 TOP_LAYER_PREFIX = "top_layer."
+# Keys missing from a file dcframe wrote mean the file was changed; other mismatches, that
+# the architecture asked for is not the one the weights were trained with.
+WEIGHTS_ADVICE = (
+    "if the file was changed outside dcframe, restore it from a backup; if the weights were "
+    "trained with another architecture, give that one: --recipe RECIPE or "
+    "--set backbone.KEY=VALUE (width, fc_dim, small_input, input_size, sobel)"
+)
 
 
 @dataclass(frozen=True)
@@ -301,36 +308,13 @@ def build_backbone(name: str, params: Params) -> Backbone:
 
 
 def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load ``state`` into ``backbone``, every key and shape checked first.
-
-    BatchNorm ``num_batches_tracked`` counters missing from ``state`` keep the model's value:
-    checkpoints written before PyTorch 0.4.1 have none, and eval mode never reads them.
+    """Load ``state`` into ``backbone``, every key and shape checked first (:func:`load_state`).
 
     Raises:
-        UserError: missing or unexpected keys, or shape mismatches, all listed, with how to
-            give the architecture the weights were trained with.
+        UserError: missing or unexpected keys, or shape mismatches, named with their counts,
+            with how to restore the file or give the architecture the weights were trained with.
     """
-    expected = backbone.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-            if keys
-        ]
-        raise UserError(
-            f"{source}: the weights do not fit this {type(backbone).__name__} ("
-            + "; ".join(parts)
-            + "); give the architecture they were trained with: --recipe RECIPE or "
-            "--set backbone.KEY=VALUE (width, fc_dim, small_input, input_size, sobel)"
-        )
-    backbone.load_state_dict({**expected, **state})
+    load_state(backbone, state, source, WEIGHTS_ADVICE)
 
 
 # ------------------------------------------------------------- official release
