@@ -2,17 +2,26 @@
 
 User errors (:class:`~dcframe.core.errors.UserError`, bad command-line usage) print a short
 message on stderr and exit with code 2; anything else is a bug: traceback, exit code 1.
+Ctrl-C prints one line on stderr and exits with code 130; a second Ctrl-C ends the process
+at once (exit code 130) rather than interrupting its clean-up.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Annotated
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from dcframe.cli import (
@@ -29,8 +38,42 @@ from dcframe.cli import (
 from dcframe.core.errors import MainProcessStopped, RecipeError, RunStopped, UserError
 from dcframe.core.version import __version__
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a process ended by Ctrl-C
+
+#: What is left after a Ctrl-C, by command; other commands leave nothing to continue.
+_AFTER_INTERRUPT = {"run": "the run keeps its last saved checkpoint; continue with --resume"}
+
+
+class _Interrupted(Exception):
+    """A Ctrl-C during ``command``, on its way to :func:`main`.
+
+    typer turns a KeyboardInterrupt into a silent exit code 130 before :func:`main` sees it;
+    this exception passes typer unchanged, so that :func:`main` can say what happened.
+    """
+
+    def __init__(self, command: str | None) -> None:
+        super().__init__(command)
+        self.command = command
+
+    @property
+    def message(self) -> str:
+        after = _AFTER_INTERRUPT.get(self.command or "")
+        return "interrupted" + (f"; {after}" if after else "")
+
+
+class _RootGroup(TyperGroup):
+    """dcframe's root command: every subcommand runs inside its :meth:`invoke`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Interrupted(ctx.invoked_subcommand) from interrupt
+
+
 app = typer.Typer(
     name="dcframe",
+    cls=_RootGroup,
     help="DeepCluster: alternate k-means on CNN features with training the CNN on the clusters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -76,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     _options["debug"] = False  # set by the root callback, once the arguments parse
     try:
-        result = app(args=argv, prog_name="dcframe", standalone_mode=False)
+        with _second_ctrl_c_exits():
+            result = app(args=argv, prog_name="dcframe", standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        err.print(
-            "[red]interrupted[/red]: a run keeps its last finished epoch; continue with --resume"
-        )
-        return 130
+    except _Interrupted as interrupted:
+        err.print(f"[red]{interrupted.message}[/red]")
+        return INTERRUPTED_EXIT_CODE
+    except (typer.Abort, KeyboardInterrupt):  # before typer runs a command, or end of input
+        err.print("[red]interrupted[/red]")
+        return INTERRUPTED_EXIT_CODE
     except TyperException as error:  # usage errors: unknown option, missing argument
         show = getattr(error, "show", None)
         if show is not None:
@@ -112,6 +157,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return result if isinstance(result, int) else 0
+
+
+@contextmanager
+def _second_ctrl_c_exits() -> Iterator[None]:
+    """The first Ctrl-C raises KeyboardInterrupt as usual; any later one exits at once.
+
+    After the first, the clean-up (loader workers joined, files closed, the message) may
+    take a moment; a second Ctrl-C then would print tracebacks from the middle of it.
+    Only in the main thread with Python's own handler in place (a command or a test may
+    install its own), which is restored when no Ctrl-C came.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if not in_main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, _exit_at_once)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is first:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _exit_at_once(signum: int, frame: FrameType | None) -> None:
+    os._exit(INTERRUPTED_EXIT_CODE)  # no clean-up: it is what the user wants to skip
 
 
 def entry() -> None:

@@ -30,10 +30,12 @@ def bench(
     # Imported here, not at the top, so that `dcframe --help` stays fast.
     from dcframe import recipe as recipes
     from dcframe.core.progress import Reporter
+    from dcframe.core.registry import plugin_output_to_stderr
     from dcframe.tools.bench import bench as run_bench
 
     resolved = recipes.load(recipe, overrides)
-    report = run_bench(resolved, images, repeat, Reporter(quiet=as_json))
+    with plugin_output_to_stderr():  # the plugins' prints must not mix with the --json
+        report = run_bench(resolved, images, repeat, Reporter(quiet=as_json))
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2))
         return

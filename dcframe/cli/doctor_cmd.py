@@ -44,12 +44,14 @@ def doctor(
     Exit code 0 when no finding is an error, 1 when one is, 2 for bad input.
     """
     from dcframe import recipe as recipes
+    from dcframe.core.registry import plugin_output_to_stderr
     from dcframe.tools.doctor import diagnose
 
     if overrides and recipe is None:
         raise UserError("--set changes a recipe: pass the recipe with --recipe PATH")
     loaded = recipes.load(recipe, overrides) if recipe is not None else None
-    report = diagnose(loaded, str(recipe or ""), smoke=smoke)
+    with plugin_output_to_stderr():  # the plugins' prints must not mix with the --json
+        report = diagnose(loaded, str(recipe or ""), smoke=smoke)
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2))
     else:

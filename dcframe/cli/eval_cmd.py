@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from dcframe.cli.tables import print_table
 from dcframe.core.errors import UserError
 from dcframe.core.params import Params
+from dcframe.core.registry import plugin_output_to_stderr
 from dcframe.evaluation.options import (
     ClusterOptions,
     DataOptions,
@@ -188,7 +189,8 @@ def _where_and_how(
 _BEFORE = list(inspect.signature(_what_and_on_what, eval_str=True).parameters.values())
 _AFTER = list(inspect.signature(_where_and_how, eval_str=True).parameters.values())
 
-Command = Callable[..., None]
+Show = Callable[[], None]
+Command = Callable[..., Show]
 
 
 def _eval_command(name: str) -> Callable[[Command], Command]:
@@ -196,7 +198,9 @@ def _eval_command(name: str) -> Callable[[Command], Command]:
 
     Typer reads a command's options from its signature; the one given here is the shared
     options in front, the command's own (every parameter after ``common``), then the
-    shared ones about running. The shared values reach the command as one dict.
+    shared ones about running. The shared values reach the command as one dict. The
+    command evaluates with stdout sent to stderr (a plugin backbone's prints must not mix
+    with ``--json``) and returns what shows its results, run after.
     """
 
     def register(command: Command) -> Command:
@@ -204,7 +208,9 @@ def _eval_command(name: str) -> Callable[[Command], Command]:
         shared = [p.name for p in (*_BEFORE, *_AFTER)]
 
         def run(**values: Any) -> None:
-            command({n: values.pop(n) for n in shared}, **values)
+            with plugin_output_to_stderr():
+                show = command({n: values.pop(n) for n in shared}, **values)
+            show()
 
         parameters = [*_BEFORE, *own, *_AFTER]
         run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -327,8 +333,8 @@ def _finish(
     title: str,
     headers: list[str],
     rows: list[list[str]],
-) -> None:
-    """Keep the results (their own file, a line in the index), then show them."""
+) -> Show:
+    """Keep the results (their own file, a line in the index); returns what shows them."""
     from dcframe.store.rundir import versions
 
     model = session.model
@@ -375,12 +381,16 @@ def _finish(
         raise UserError(
             f"--output: cannot write in {str(folder)!r} ({error.strerror}); choose another folder"
         ) from error
-    if session.run_options.json_output:
-        print(json.dumps(payload, indent=2))
-        print(f"results: {path}", file=sys.stderr)
-        return
-    print_table(title, headers, rows, right_from=1)
-    print(f"results: {path}")
+
+    def show() -> None:
+        if session.run_options.json_output:
+            print(json.dumps(payload, indent=2))
+            print(f"results: {path}", file=sys.stderr)
+            return
+        print_table(title, headers, rows, right_from=1)
+        print(f"results: {path}")
+
+    return show
 
 
 def _percent(scores: dict[str, Any], key: str) -> str:
@@ -415,7 +425,7 @@ def linear_probe_cmd(
     protocol: Annotated[str, _option(LinearProbeOptions, "protocol", "--protocol")] = _default(
         LinearProbeOptions, "protocol"
     ),
-) -> None:
+) -> Show:
     """Train a linear classifier on each frozen layer (the paper's Table 1 protocol).
 
     Top-1 (top-5 with more than 5 classes) in percent, at the best and the last epoch, and
@@ -455,7 +465,7 @@ def linear_probe_cmd(
     headers.append("mean last 10 top1")
     title = f"linear probe ({options.protocol}, {options.mode}, {options.epochs} epochs)"
     results = {name: r.as_dict() for name, r in reports.items()}
-    _finish(session, "linear-probe", options, results, started, title, headers, rows)
+    return _finish(session, "linear-probe", options, results, started, title, headers, rows)
 
 
 @_eval_command("knn")
@@ -468,7 +478,7 @@ def knn_cmd(
     temperature: Annotated[float, _option(KnnOptions, "temperature", "--temperature")] = _default(
         KnnOptions, "temperature"
     ),
-) -> None:
+) -> Show:
     """Weighted kNN (cosine, votes exp(sim/T)): training images classify validation images."""
     from dcframe.evaluation.knn import evaluate_knn
 
@@ -482,7 +492,7 @@ def knn_cmd(
     ]
     title = f"weighted kNN (k={options.k}, T={options.temperature})"
     headers = ["layer", "dim", "pooling", "top1", "top5"]
-    _finish(session, "knn", options, results, started, title, headers, rows)
+    return _finish(session, "knn", options, results, started, title, headers, rows)
 
 
 @_eval_command("clusters")
@@ -498,7 +508,7 @@ def clusters_cmd(
     split: Annotated[str, _option(ClusterOptions, "split", "--split")] = _default(
         ClusterOptions, "split"
     ),
-) -> None:
+) -> Show:
     """k-means on frozen features (k = number of classes): NMI, AMI, ARI, accuracy."""
     from dcframe.evaluation.cluster_metrics import evaluate_clusters
 
@@ -518,4 +528,4 @@ def clusters_cmd(
     ]
     headers = ["layer", "dim", "pca", "k", "NMI", "AMI", "ARI", "accuracy"]
     title = f"k-means on {options.split} images"
-    _finish(session, "clusters", options, results, started, title, headers, rows)
+    return _finish(session, "clusters", options, results, started, title, headers, rows)

@@ -54,16 +54,22 @@ def check(recipe: RecipePath, overrides: Overrides = None) -> None:
 def show(recipe: RecipePath, overrides: Overrides = None) -> None:
     """Print the fully resolved recipe (every default filled in) as TOML."""
     from dcframe import recipe as recipes
+    from dcframe.core.registry import plugin_output_to_stderr
 
-    typer.echo(recipes.dumps(recipes.load(recipe, overrides)), nl=False)
+    with plugin_output_to_stderr():  # plugins' prints (at import, in validators) must not mix in
+        text = recipes.dumps(recipes.load(recipe, overrides))
+    typer.echo(text, nl=False)
 
 
 @app.command("schema")
 def schema() -> None:
     """Print the JSON schema of recipes, including installed plugins' parameters."""
     from dcframe import recipe as recipes
+    from dcframe.core.registry import plugin_output_to_stderr
 
-    typer.echo(json.dumps(recipes.recipe_model().model_json_schema(), indent=2))
+    with plugin_output_to_stderr():  # plugins' prints (at import, in validators) must not mix in
+        schema = recipes.recipe_model().model_json_schema()
+    typer.echo(json.dumps(schema, indent=2))
 
 
 @app.command("init")

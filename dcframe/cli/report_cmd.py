@@ -30,6 +30,9 @@ def report(
 ) -> None:
     """Write an HTML report of a run: curves, cluster galleries, stability, transforms."""
     # Imported here: matplotlib and torch load only when a report is made.
+    from dcframe.core.registry import plugin_output_to_stderr
     from dcframe.report import write_report
 
-    typer.echo(str(write_report(run_dir, epoch, out)))
+    with plugin_output_to_stderr():  # stdout is the page's path only, for scripts
+        page = write_report(run_dir, epoch, out)
+    typer.echo(str(page))

@@ -41,6 +41,7 @@ def run(
     from dcframe import engine
     from dcframe import recipe as recipes
     from dcframe.core.progress import Reporter
+    from dcframe.core.registry import plugin_output_to_stderr
 
     resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -49,11 +50,15 @@ def run(
         raise typer.Exit(_launch(nproc, arguments))
     reporter = Reporter(quiet=quiet)
     started = time.perf_counter()
-    rundir = engine.run(resolved, resume=resume, reporter=reporter)
-    if int(os.environ.get("RANK", "0")) == 0:
-        page = _write_report(rundir.path, reporter) if report else None
-        reporter.summary(rundir.path, rundir.metrics(), time.perf_counter() - started, page)
-        typer.echo(str(rundir.path))  # stdout holds the run directory only, for scripts
+    rank_0 = int(os.environ.get("RANK", "0")) == 0
+    # stdout holds the run directory only, for scripts: the plugins' prints go to stderr.
+    with plugin_output_to_stderr():
+        rundir = engine.run(resolved, resume=resume, reporter=reporter)
+        if rank_0:
+            page = _write_report(rundir.path, reporter) if report else None
+            reporter.summary(rundir.path, rundir.metrics(), time.perf_counter() - started, page)
+    if rank_0:
+        typer.echo(str(rundir.path))
 
 
 def _write_report(run_dir: Path, reporter: Any) -> Path | None:
