@@ -138,3 +138,12 @@ def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_RECIPE.format(output_dir=tmp_path / "runs"))
     return path
+
+
+def data_recipe(folder: Path, data: str) -> Path:
+    """The tiny recipe with its ``[data]`` section replaced by ``data`` (TOML lines)."""
+    text = TINY_RECIPE.format(output_dir=folder / "runs")
+    text = text.replace('[data]\nname = "sklearn-digits"\nsplit = "test"\n', f"[data]\n{data}\n")
+    path = folder / "data.toml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +65,86 @@ def check_path(path: Path, field: str, want: str, example: str) -> None:
         )
 
 
-def class_ids(labels: list[str]) -> tuple[np.ndarray, list[str]]:
+MAX_CLASS_ID = 999_999
+"""The largest class id a dataset may give. Metrics, evaluations and reports size their
+per-class tables (class names, votes, contingency tables) by the largest id, so a stray
+huge label would allocate memory for every id below it; a million classes covers every
+public dataset (Google Landmarks v2 has 203,094)."""
+
+
+def class_id_problem(value: object, limit: int = MAX_CLASS_ID) -> str | None:
+    """Why ``value`` is not a class id (a whole number from 0 to ``limit``), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        return f"{shorten(value)} (a {type(value).__name__}) is not a class id"
+    if not 0 <= value <= limit:
+        return f"class id {shorten(value)} is outside 0..{limit:,}"
+    return None
+
+
+def check_class_ids(
+    values: Iterable[object], describe: Callable[[int], str], fix: str, limit: int = MAX_CLASS_ID
+) -> np.ndarray:
+    """``values`` as int64 class ids, or a :class:`UserError` naming the first bad one.
+
+    Args:
+        values: The labels as read from the file.
+        describe: The parameter and the place of label ``i`` (``data.root: label 3 of 'x'``).
+        fix: What to do about a bad label.
+        limit: The largest class id this dataset allows.
+    """
+    values = list(values)
+    for i, value in enumerate(values):
+        problem = class_id_problem(value, limit)
+        if problem is not None:
+            raise UserError(
+                f"{describe(i)}: {problem}; class ids are whole numbers from 0 to {limit:,}, "
+                f"one per class counted from 0; {fix}"
+            )
+    return np.asarray(values, dtype=np.int64)
+
+
+def shorten(value: object) -> str:
+    """``value`` as written in a message, cut when long."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def ascii_class_id(text: str) -> int | None:
+    """The class id ``text`` writes in the digits 0-9 (None: it writes none).
+
+    ``str.isdigit`` alone also accepts superscripts and other scripts' digits, which
+    ``int`` then refuses or reads as a number the writer never meant.
+    """
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def class_ids(labels: list[str], describe: Callable[[int], str]) -> tuple[np.ndarray, list[str]]:
     """Class ids and class names of textual labels.
 
     Labels that are all non-negative integers are the class ids themselves (class names
     ``"0"`` to the largest); otherwise they are class names, sorted as folder names are.
+    A label that looks like a number without being one in the digits 0-9 (``"²"``) is
+    refused rather than silently turning every label into a name.
+
+    Args:
+        labels: One label a image, as written.
+        describe: The parameter and the place of label ``i``, for messages.
     """
-    if all(label.isdigit() for label in labels):
-        ids = np.asarray([int(label) for label in labels], dtype=np.int64)
+    numbers = [ascii_class_id(label) for label in labels]
+    if all(n is not None for n in numbers):
+        fix = "renumber the classes from 0, or label the images with class names"
+        ids = check_class_ids(numbers, describe, fix)
         return ids, [str(c) for c in range(int(ids.max()) + 1 if len(ids) else 0)]
+    odd = next(
+        (i for i, label in enumerate(labels) if numbers[i] is None and label.strip().isdigit()),
+        None,
+    )
+    if odd is not None:
+        raise UserError(
+            f"{describe(odd)}: {labels[odd]!r} is written with digits other than 0-9; "
+            "write class ids with the digits 0-9 (or use class names that are not numbers)"
+        )
     names = sorted(set(labels))
     index = {name: c for c, name in enumerate(names)}
     return np.asarray([index[label] for label in labels], dtype=np.int64), names

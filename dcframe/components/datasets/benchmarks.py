@@ -13,6 +13,7 @@ so a tampered file cannot run code when it is loaded.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ import numpy as np
 
 from dcframe.components.builtin_params import CifarParams, MnistParams
 from dcframe.components.datasets._arrays import ImageArrays
-from dcframe.components.datasets._files import check_path
+from dcframe.components.datasets._files import check_class_ids, check_path, os_problem, shorten
 from dcframe.core.errors import UserError
 
 _ALLOWED_GLOBALS = {
@@ -45,7 +46,11 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
     try:
         with path.open("rb") as file:
             loaded = _ArraysOnly(file, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+    except OSError as error:
+        raise UserError(os_problem(str(path), error)) from error
+    except Exception as error:
+        # A damaged pickle fails in many ways (a missing codec, a bad array state, deep
+        # nesting, ...): each of them means "not a batch".
         raise UserError(
             f"data.root: {str(path)!r} is not a CIFAR python batch ({error}); download the "
             "'python version' of the dataset and extract it"
@@ -71,35 +76,79 @@ class _Cifar(ImageArrays):
         check_path(root, "data.root", "folder", "/data/cifar-10-batches-py")
         pixels, labels = [], []
         for name in self.files[params.split]:
-            batch = _unpickle(root / name)
-            try:
-                data = np.asarray(batch[b"data"], dtype=np.uint8)
-                found = np.asarray(batch[self.label_key], dtype=np.int64)
-            except KeyError as missing:
-                raise UserError(
-                    f"data.root: {str(root / name)!r} has no {missing.args[0]!r} entry; is "
-                    f"this the right dataset ({type(self).__name__})?"
-                ) from None
-            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(found):
-                raise UserError(
-                    f"data.root: {str(root / name)!r} holds data of shape {data.shape} and "
-                    f"{len(found)} labels; a CIFAR batch has N x 3072 bytes and N labels"
-                )
+            data, found = self._batch(root / name)
             pixels.append(data)
             labels.append(found)
+        if sum(len(found) for found in labels) == 0:
+            raise UserError(
+                f"data.root: the {params.split} batches in {str(root)!r} hold no images; "
+                "extract the dataset again"
+            )
         # Each row is three 32x32 planes (R, G, B): make it height x width x channel.
         self._pixels = np.concatenate(pixels).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         self._labels = np.concatenate(labels)
         self._class_names = self._names(root)
 
+    def _batch(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The (N, 3072) uint8 pixels and the N class ids of one batch file."""
+        batch = _unpickle(path)
+        missing = next((k for k in (b"data", self.label_key) if k not in batch), None)
+        if missing is not None:
+            raise UserError(
+                f"data.root: {str(path)!r} has no {missing!r} entry; is this the right "
+                f"dataset ({type(self).__name__})?"
+            )
+        data, found = batch[b"data"], batch[self.label_key]
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
+            what = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+            raise UserError(
+                f"data.root: the b'data' entry of {str(path)!r} is {what} of shape "
+                f"{np.shape(data) if isinstance(data, np.ndarray) else '-'}, not an N x 3072 "
+                "uint8 array; the file is damaged or not a CIFAR batch: extract it again"
+            )
+        if not isinstance(found, list | np.ndarray):
+            found = [found]  # one non-list value: named as label 1 below
+        ids = check_class_ids(
+            found,
+            lambda i: f"data.root: label {i + 1} of {str(path)!r}",
+            "the file is damaged: extract the dataset again",
+        )
+        if data.shape[1] != 3072 or len(data) != len(ids):
+            raise UserError(
+                f"data.root: {str(path)!r} holds data of shape {data.shape} and {len(ids)} "
+                "labels; a CIFAR batch has N x 3072 bytes and N labels"
+            )
+        return data, ids
+
     def _names(self, root: Path) -> list[str]:
+        """The meta file's class names, or the numbers when it has too few or none."""
         count = int(self._labels.max()) + 1
         meta = root / self.meta_file
         if meta.is_file():
             names = _unpickle(meta).get(self.names_key)
             if isinstance(names, list) and len(names) >= count:
-                return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+                return [_class_name(meta, i, n) for i, n in enumerate(names)]
         return [str(c) for c in range(count)]
+
+
+def _class_name(meta: Path, index: int, name: object) -> str:
+    """Class name ``index`` of a meta file, which pickles them as bytes (or str)."""
+    if isinstance(name, str):
+        return name
+    if isinstance(name, bytes):
+        try:
+            return name.decode()
+        except UnicodeDecodeError as error:
+            raise UserError(
+                f"data.root: class name {index + 1} of {str(meta)!r} ({shorten(name)}) is not "
+                f"UTF-8 text ({error.reason}); the file is damaged: extract it again, or "
+                "remove it to name the classes by number"
+            ) from None
+    raise UserError(
+        f"data.root: class name {index + 1} of {str(meta)!r} is a {type(name).__name__}, "
+        "not text; the file is damaged: extract it again, or remove it to name the classes "
+        "by number"
+    )
 
 
 class Cifar10(_Cifar):
@@ -144,7 +193,7 @@ def _read_idx(path: Path, dims: int) -> np.ndarray:
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     values = np.frombuffer(data, dtype=np.uint8, offset=header)
-    if values.size != int(np.prod(shape)):
+    if values.size != math.prod(shape):  # Python's product: numpy's overflows on odd headers
         raise UserError(
             f"data.root: {str(path)!r} declares {shape} values but holds {values.size} "
             "(truncated?); fetch the file again"
@@ -164,9 +213,19 @@ class Mnist(ImageArrays):
         root = Path(params.root).expanduser()
         check_path(root, "data.root", "folder", "/data/mnist")
         prefix = "train" if params.split == "train" else "t10k"
-        self._pixels = _read_idx(self._find(root, f"{prefix}-images-idx3-ubyte"), 3)
-        self._labels = _read_idx(self._find(root, f"{prefix}-labels-idx1-ubyte"), 1).astype(
-            np.int64
+        images = self._find(root, f"{prefix}-images-idx3-ubyte")
+        labels = self._find(root, f"{prefix}-labels-idx1-ubyte")
+        self._pixels = _read_idx(images, 3)
+        if 0 in self._pixels.shape:
+            raise UserError(
+                f"data.root: {str(images)!r} declares images of shape {self._pixels.shape}, "
+                "which holds no pixels; fetch the file again"
+            )
+        self._labels = check_class_ids(
+            _read_idx(labels, 1).tolist(),
+            lambda i: f"data.root: label {i + 1} of {str(labels)!r}",
+            "the file is damaged: fetch it again",
+            limit=len(self.names) - 1,
         )
         self._class_names = list(self.names)
         if len(self._pixels) != len(self._labels):

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from dcframe.components.builtin_params import FileListParams
-from dcframe.components.datasets._files import check_path, class_ids
+from dcframe.components.datasets._files import check_path, class_ids, shorten
 from dcframe.components.datasets._image_files import ImageFiles
 from dcframe.core.errors import UserError
 
@@ -119,5 +119,12 @@ class FileList(ImageFiles):
                 "every image, or clear data.label_column"
             )
         folder = path.parent
-        ids, class_names = class_ids(labels) if labels is not None else (None, None)
+        ids, class_names = None, None
+        if labels is not None:
+            field = "data.path" if form == "lines" else "data.label_column"
+
+            def describe(i: int) -> str:
+                return f"{field}: the label of image {i + 1} ({shorten(names[i])}) in {str(path)!r}"
+
+            ids, class_names = class_ids(labels, describe)
         self._hold([str(folder / name) for name in names], ids, class_names)
