@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 #: Default input side of the paper's networks, and of the small-input variants.
 FULL_INPUT_SIZE = 224
@@ -54,8 +54,9 @@ class Params(BaseModel):
     def recipe_table(self) -> dict[str, Any]:
         """The values as a recipe's TOML holds them, read back by :meth:`model_validate`:
         each in its JSON form, None left out (TOML has no null; the registry admits None
-        only as a field's default, which reading the table back restores)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        only as a field's default, which reading the table back restores), sets sorted."""
+        table: dict[str, Any] = to_jsonable_python(_sets_sorted(self.model_dump(exclude_none=True)))
+        return table
 
 
 def _as_json(obj: Any) -> bytes | None:
@@ -69,6 +70,18 @@ def _as_json(obj: Any) -> bytes | None:
         # A string with lone surrogates (from a command line): the Python path reports it
         # as it always has.
         return None
+
+
+def _sets_sorted(value: Any) -> Any:
+    """``value`` with every set as a sorted list: a set's order changes from one process to
+    the next, and the same recipe must always be written the same (``--resume`` compares)."""
+    if isinstance(value, dict):
+        return {key: _sets_sorted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_sets_sorted(item) for item in value)
+    if isinstance(value, set | frozenset):
+        return sorted((_sets_sorted(item) for item in value), key=lambda item: to_json(item))
+    return value
 
 
 #: Nesting beyond which data goes the Python way: pydantic's JSON parser stops at 200
