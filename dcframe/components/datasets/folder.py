@@ -14,7 +14,11 @@ from dcframe.core.errors import UserError
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
-    return entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+    """A file with an image extension. A broken link is one too (as torchvision lists
+    it): it is then reported as unreadable rather than left out without a word."""
+    if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+        return False
+    return entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))
 
 
 def _sorted_entries(folder: str | Path) -> list[os.DirEntry[str]]:
