@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
+import shlex
 import tarfile
 from pathlib import Path
 from typing import IO, Any
@@ -283,12 +285,21 @@ class WebDataset(ImageFiles):
                 raise UserError(
                     f"data.image_extensions: sample {key!r} of {shard!r} has no image "
                     f"member (it has {', '.join(sorted(fields))}; looked for "
-                    f"{', '.join(wanted)}); add its extension to data.image_extensions"
+                    f"{', '.join(wanted)}){self._extensions_advice(wanted, fields)}"
                 )
             self._index.append((shard_id, image.offset_data, image.size))
             self.paths.append(f"{shard}:{image.name}")
             label = self.params.label_extension
             labels.append(_label(raw, shard, fields.get(label)) if label else None)
+
+    def _extensions_advice(self, wanted: list[str], fields: dict[str, Any]) -> str:
+        """How to add a sample's other members' extensions, as a --set that validates."""
+        others = [e for e in sorted(fields) if e not in wanted and e != self.params.label_extension]
+        if not others:
+            return ""
+        # A JSON array of strings is also a TOML array: the value --set reads.
+        setting = f"data.image_extensions={json.dumps([*wanted, *others], ensure_ascii=False)}"
+        return f"; add its extension to data.image_extensions: --set {shlex.quote(setting)}"
 
     def _labelling(self, labels: list[int | None]) -> tuple[np.ndarray | None, list[str] | None]:
         given = [label is not None for label in labels]
