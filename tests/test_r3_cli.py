@@ -40,28 +40,30 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_r3_finding_2_ctrl_c_in_a_command_says_interrupted_and_exits_130() -> None:
-    command = [sys.executable, "-c", "from dcframe.cli import entry; entry()", "bench"]
-    command += [str(REPO / "recipes" / "quickstart.toml"), "--images", "1000"]
+def test_r3_finding_2_ctrl_c_in_a_command_says_interrupted_and_exits_130(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from dcframe.cli import entry; entry()", "eval", "knn"]
+    command += ["--random-init", "resnet50", "--data", "sklearn-digits"]
+    command += ["--output", str(tmp_path / "eval")]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=REPO,
         preexec_fn=_default_sigint,
     )
     assert process.stderr is not None
     seen = []
-    for line in process.stderr:  # Ctrl-C once the command is at work
+    for line in process.stderr:  # Ctrl-C once the features are being extracted
         seen.append(line)
-        if line.startswith("timing "):
+        if line.startswith("random-init resnet50: layers"):
             process.send_signal(signal.SIGINT)
             break
     out, rest = process.communicate(timeout=120)
     err = "".join(seen) + rest
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted", err
-    assert "Traceback" not in err and "--resume" not in err, err  # bench has no resume
+    assert "Traceback" not in err and "--resume" not in err, err  # eval has no resume
     assert out == ""
 
 
