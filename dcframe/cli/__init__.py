@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer import _click  # typer's own copy of click, whose classes it uses
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -64,7 +64,7 @@ class _Interrupted(Exception):
 class _RootGroup(TyperGroup):
     """dcframe's root command: every subcommand runs inside its :meth:`invoke`."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: _click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
