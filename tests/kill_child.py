@@ -12,6 +12,10 @@ middle of the CALL-th (1-based) occurrence of STAGE:
   request) instead, and goes on.
 
 Under torchrun, only the process whose rank is ``$KILL_RANK`` (default: every one) acts.
+``$KILL_SIGNAL`` (e.g. ``SIGINT``) replaces the signal, and ``$KILL_TARGET`` its receiver:
+``self`` (the default), ``group`` (the process group: the DataLoader workers too, as from
+``timeout`` or Slurm) or ``launcher`` (the parent, torchrun, which passes it on to every
+rank's group).
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ def die_on_call(wanted: int) -> bool:
 
 
 def kill() -> None:
-    os.kill(os.getpid(), SIGNAL["sig"])
+    target = os.environ.get("KILL_TARGET", "self")
+    if target == "group":
+        os.killpg(os.getpgid(0), SIGNAL["sig"])
+    else:
+        os.kill(os.getppid() if target == "launcher" else os.getpid(), SIGNAL["sig"])
 
 
 def after_two_batches(original: Callable[..., Any], wanted: int) -> Callable[..., Any]:
@@ -76,7 +84,7 @@ def install(stage: str, wanted: int) -> None:
     if stage == "extract":
         extraction.embed_batches = after_two_batches(extraction.embed_batches, wanted)
     elif stage in ("train", "sigterm"):
-        if stage == "sigterm":
+        if stage == "sigterm" and "KILL_SIGNAL" not in os.environ:
             SIGNAL["sig"] = signal.SIGTERM
         load = RunLoader.load
 
@@ -111,5 +119,7 @@ def install(stage: str, wanted: int) -> None:
 
 
 if __name__ == "__main__":
+    if "KILL_SIGNAL" in os.environ:
+        SIGNAL["sig"] = signal.Signals[os.environ["KILL_SIGNAL"]]
     install(sys.argv[1], int(sys.argv[2]))
     sys.exit(main(sys.argv[3:]))

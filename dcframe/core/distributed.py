@@ -34,6 +34,21 @@ from dcframe.core.errors import MainProcessStopped, UserError
 T = TypeVar("T")
 
 ENVIRONMENT = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# How gloo and NCCL word a collective that failed because another process is gone (DDP's
+# own collectives raise plain RuntimeErrors, not torch.distributed.DistError).
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "NCCL communicator")
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """How a collective failed, if ``error`` is one that failed because another process
+    ended (None otherwise): a short phrase to show, not the backend's whole text."""
+    if not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    said = next((words for words in PEER_GONE if words in text), None)
+    if said is None and isinstance(error, dist.DistError):
+        said = text.strip().splitlines()[0][:160] if text.strip() else type(error).__name__
+    return said
 
 
 @dataclass

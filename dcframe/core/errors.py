@@ -47,11 +47,13 @@ class RunStopped(UserError):
     """The run was asked to stop (SIGTERM, SIGUSR1) and saved a state to resume from.
 
     The CLI exits with ``128 + signal number``, the shell's convention for a process ended
-    by that signal, so a scheduler sees the run did not finish.
+    by that signal, so a scheduler sees the run did not finish. ``mid_epoch``: the stop
+    saved the epoch so far (else the last checkpoint is the one to resume from).
     """
 
-    def __init__(self, signum: int, message: str) -> None:
+    def __init__(self, signum: int, message: str, mid_epoch: bool = False) -> None:
         self.exit_code = 128 + signum
+        self.mid_epoch = mid_epoch
         super().__init__(message)
 
 
@@ -63,7 +65,7 @@ class MainProcessStopped(UserError):
 def reworded(error: UserError, message: str) -> UserError:
     """``error`` with a new message (context added), of a kind the CLI treats the same way."""
     if isinstance(error, RunStopped):
-        return RunStopped(error.exit_code - 128, message)
+        return RunStopped(error.exit_code - 128, message, error.mid_epoch)
     if isinstance(error, MainProcessStopped):
         return MainProcessStopped(message)
     return UserError(message)

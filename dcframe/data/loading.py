@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from dcframe.core.interfaces import Dataset
+from dcframe.core.stop_signals import leave_stops_to_the_run
 from dcframe.data.bad_images import MarkUnreadable, collate_readable
 from dcframe.data.batch_views import DecodedPixels
 from dcframe.data.device_decode import JpegBytes
@@ -131,6 +132,7 @@ class RunLoader:
             pin_memory=pin_memory,
             collate_fn=collate_readable,
             generator=torch.Generator().manual_seed(0),
+            worker_init_fn=leave_stops_to_the_run,
         )
 
     def close(self) -> None:
@@ -140,6 +142,11 @@ class RunLoader:
         iterator = getattr(self._loader, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()  # what DataLoader's own finaliser calls
+            # Workers ignore SIGTERM (the run handles stops), so torch's last resort,
+            # terminate(), cannot end one stuck in a read: kill it.
+            for worker in getattr(iterator, "_workers", []):
+                if worker.is_alive():
+                    worker.kill()
         self._loader._iterator = None
 
     def load(self, batches: Sequence[Sequence[Item]]) -> DataLoader[Any]:

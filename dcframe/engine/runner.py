@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcframe.core.distributed import World
-from dcframe.core.errors import UserError, reworded
+from dcframe.core.distributed import World, lost_peer
+from dcframe.core.errors import RunStopped, UserError, reworded
 from dcframe.core.interfaces import RunInfo
 from dcframe.core.progress import Reporter
+from dcframe.core.stop_signals import StopRequest
 from dcframe.data.bad_images import BadImagePolicy
 from dcframe.data.image_cache import DecodedImageCache
 from dcframe.data.view_cache import GIB, ClusteringViewCache
@@ -33,7 +34,7 @@ from dcframe.engine.setup import (
     resolve_devices,
 )
 from dcframe.engine.top_init import HeadInputs
-from dcframe.engine.training import StopRequest, Trainer
+from dcframe.engine.training import Trainer
 from dcframe.recipe import dumps
 from dcframe.store.rundir import RunDirectory, versions
 
@@ -186,16 +187,35 @@ def _announce(session: Session, start_epoch: int, settings: Any) -> None:
 @contextlib.contextmanager
 def _failure_keeps_checkpoint(session: Session, epoch: int) -> Iterator[None]:
     """A user error in an epoch says which checkpoint is kept; the images found unreadable
-    so far are saved with it."""
+    so far are saved with it. A collective that fails because another process ended (a
+    crash, a kill, torchrun stopping the run) is such an error too, not a bug of this one."""
     try:
         yield
     except UserError as error:
-        # No collective here: the error may have reached this process alone.
-        skipped, rundir = session.bad_images.skipped, session.recorder.rundir
-        if skipped and session.trainer.world.is_main:
-            rundir.save_skipped(skipped)
-        kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 else ""
-        raise reworded(error, f"{error}{kept}") from error
+        raise _kept(session, epoch, error) from error
+    except Exception as error:
+        trainer = session.trainer
+        cause = lost_peer(error) if trainer.world.distributed else None
+        if cause is None:
+            raise
+        if trainer.stop.requested:  # torchrun's stop reached this process as the other ended
+            stopped = trainer.stop.stopped(
+                f"in epoch {epoch}, after another process of the run ended"
+            )
+            raise _kept(session, epoch, stopped) from error
+        lost = UserError(f"another process of the run has ended ({cause}); see its message")
+        raise _kept(session, epoch, lost) from error
+
+
+def _kept(session: Session, epoch: int, error: UserError) -> UserError:
+    """``error`` naming the checkpoint to resume from, the unreadable images saved."""
+    # No collective here: the error may have reached this process alone.
+    skipped, rundir = session.bad_images.skipped, session.recorder.rundir
+    if skipped and session.trainer.world.is_main:
+        rundir.save_skipped(skipped)
+    mid_epoch = isinstance(error, RunStopped) and error.mid_epoch
+    kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 0 and not mid_epoch else ""
+    return reworded(error, f"{error}{kept}")
 
 
 def _steps_per_epoch(parts: Components, batch_size: int) -> int:

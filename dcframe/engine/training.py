@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +22,10 @@ import torch
 from torch import nn
 
 from dcframe.core.distributed import World
-from dcframe.core.errors import RunStopped, UserError
+from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, Dataset
 from dcframe.core.progress import Reporter
+from dcframe.core.stop_signals import StopRequest
 from dcframe.data.bad_images import BadImagePolicy, Unreadable
 from dcframe.data.batch_views import BatchTrainingView
 from dcframe.data.batched_training import DeviceAugmentation, device_augmented
@@ -36,7 +35,6 @@ from dcframe.data.transforms import TrainingView
 from dcframe.engine.batchnorm import synchronise_batchnorm
 from dcframe.engine.devices import Devices, to_device
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # A top layer's (weight, bias) to start from; None: the paper's init.
 Start = tuple[torch.Tensor, torch.Tensor] | None
 # On a GPU, reading the loss (for the divergence check) and the processes' stop flags waits
@@ -50,40 +48,6 @@ def loader_workers(setting: int | str) -> int:
     if setting != "auto":
         return int(setting)
     return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
-
-
-@dataclass
-class StopRequest:
-    """SIGTERM or SIGUSR1 (a scheduler's preemption notice): stop at the next training step,
-    after saving a state to resume from."""
-
-    signum: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @contextlib.contextmanager
-    def listening(self) -> Iterator[None]:
-        """Catch the stop signals for the block (only the main thread may install handlers)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def stopped(self, where: str) -> RunStopped:
-        """The error that ends the run; the signal may have reached another process only."""
-        self.signum = self.signum or signal.SIGTERM
-        name = signal.Signals(self.signum).name
-        return RunStopped(self.signum, f"stopped by {name} {where}; continue the run with --resume")
 
 
 @dataclass
@@ -389,7 +353,7 @@ class Trainer:
                 if stop or due:
                     hooks.save(progress)
                 if stop:
-                    raise self.stop.stopped(f"at training step {progress.step}")
+                    raise self.stop.stopped(f"at training step {progress.step}", mid_epoch=True)
         if unchecked.steps:  # the pass ended on steps without a readable image
             self._check(unchecked, progress)
         if self.augmentation is not None and self.augmentation.cache is not None:
