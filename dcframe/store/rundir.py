@@ -96,7 +96,7 @@ def versions_now(started: dict[str, Any]) -> dict[str, Any]:
 
 
 def version_changes(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """ "torch 2.1.0 -> 2.4.1" for each library, faiss build or plugin that differs."""
+    """Each library, faiss build or plugin that differs, as "torch 2.1.0 -> 2.4.1"."""
     before, after = _comparable(started), _comparable(now)
     return [
         f"{name} {before.get(name) or 'none'} -> {after.get(name) or 'none'}"
