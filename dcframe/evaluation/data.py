@@ -16,6 +16,7 @@ from dcframe.core import kinds
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Dataset
 from dcframe.core.params import Params
+from dcframe.core.stop_signals import leave_stops_to_the_run
 from dcframe.evaluation.options import DataOptions, DatasetChoice
 
 
@@ -262,4 +263,5 @@ def image_loader(
         shuffle=shuffle_seed is not None,
         generator=generator,
         num_workers=workers,
+        worker_init_fn=leave_stops_to_the_run,  # the main process alone decides (see there)
     )
