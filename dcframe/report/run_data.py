@@ -128,7 +128,10 @@ def load_run(path: Path) -> RunData:
     rundir, holder = RunDirectory(path), lock_holder(path)
     if holder is None:
         # A running run writes both files as it goes; a stopped one must have them agree.
-        rundir.check_records(rundir.finished_epochs())
+        # Without a checkpoint there is nothing to disagree with: the records are reported.
+        finished = rundir.finished_epochs()
+        if finished is not None:
+            rundir.check_records(finished)
         if warning := rundir.version_warning():
             Reporter().warn(warning)
     metrics = sorted(rundir.metrics(), key=lambda r: int(r["epoch"]))
