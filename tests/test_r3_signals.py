@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,35 @@ def test_r3_finding_2_a_second_ctrl_c_aborts_but_one_keypress_passed_on_twice_do
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGINT, None)
     stop._handle(signal.SIGTERM, None)  # a scheduler repeating itself changes nothing
+
+
+@pytest.mark.parametrize("nproc", [1, 2], ids=["one-process", "nproc-2"])
+def test_r3_finding_1_the_reported_timeout_stops_the_run_cleanly(
+    recipe_file: Path, nproc: int
+) -> None:
+    """As reported: ``timeout`` signals the whole group of ``dcframe run`` (with
+    ``--nproc 2``, torchrun passes it on to each process's group) once the run is going."""
+    name = f"timeout-{nproc}"
+    rundir = recipe_file.parent / "runs" / name
+    args = ["run", str(recipe_file), "--quiet", "--set", f"run.name={name}"]
+    args += ["--set", "run.epochs=200", "--set", "run.workers=2", "--nproc", str(nproc)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dcframe", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (rundir / "checkpoint.pt").exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the run did not finish epoch 0"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    said = clean_stop(subprocess.CompletedProcess(args, process.returncode, "", stderr), 15)
+    assert said.count("stopped by SIGTERM") == 1

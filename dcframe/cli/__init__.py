@@ -139,15 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     except MainProcessStopped:
         return 2  # the main process printed the message; one copy is enough
     except RunStopped as error:
-        err.print(f"[yellow]stopped:[/yellow] {escape(str(error))}")
+        if error.agreed and _rank() != "0":
+            return error.exit_code  # every process stopped alike; the main one said so
+        err.print(f"[yellow]{_ranked('stopped')}:[/yellow] {escape(str(error))}")
         return error.exit_code
     except UserError as error:
         if _options["debug"]:
             err.print_exception()
         title = "recipe error" if isinstance(error, RecipeError) else "error"
-        if os.environ.get("RANK", "0") != "0":  # one of several processes: say which
-            title = f"rank {os.environ['RANK']}: {title}"
-        err.print(f"[bold red]{title}:[/bold red] {escape(str(error))}")
+        err.print(f"[bold red]{_ranked(title)}:[/bold red] {escape(str(error))}")
         return 2
     except Exception:
         err.print_exception()
@@ -157,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _rank() -> str:
+    return os.environ.get("RANK", "0")
+
+
+def _ranked(title: str) -> str:
+    """``title``, naming the process when it is one of several other than the main one."""
+    return title if _rank() == "0" else f"rank {_rank()}: {title}"
 
 
 @contextmanager

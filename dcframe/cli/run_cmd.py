@@ -75,7 +75,9 @@ def _write_report(run_dir: Path, reporter: Any) -> Path | None:
 
 def _launch(nproc: int, arguments: list[str]) -> int:
     """``torchrun --standalone --nproc-per-node=N -m dcframe run ARGUMENTS``; its exit code
-    (the first failed process's, whose message that process has printed)."""
+    (the first failed process's, whose message that process has printed; 128 + N when a
+    stop signal N reached the launcher, which has passed it on to every process)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
@@ -86,4 +88,6 @@ def _launch(nproc: int, arguments: list[str]) -> int:
     except ChildFailedError as failed:
         _, first = failed.get_first_failure()
         return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as stopped:
+        return 128 + int(stopped.sigval)
     return 0

@@ -49,11 +49,16 @@ class RunStopped(UserError):
     The CLI exits with ``128 + signal number``, the shell's convention for a process ended
     by that signal, so a scheduler sees the run did not finish. ``mid_epoch``: the stop
     saved the epoch so far (else the last checkpoint is the one to resume from).
+    ``agreed``: every process of the run stops alike, so the main process's message
+    speaks for all.
     """
 
-    def __init__(self, signum: int, message: str, mid_epoch: bool = False) -> None:
+    def __init__(
+        self, signum: int, message: str, mid_epoch: bool = False, agreed: bool = True
+    ) -> None:
         self.exit_code = 128 + signum
         self.mid_epoch = mid_epoch
+        self.agreed = agreed
         super().__init__(message)
 
 
@@ -65,7 +70,7 @@ class MainProcessStopped(UserError):
 def reworded(error: UserError, message: str) -> UserError:
     """``error`` with a new message (context added), of a kind the CLI treats the same way."""
     if isinstance(error, RunStopped):
-        return RunStopped(error.exit_code - 128, message, error.mid_epoch)
+        return RunStopped(error.exit_code - 128, message, error.mid_epoch, error.agreed)
     if isinstance(error, MainProcessStopped):
         return MainProcessStopped(message)
     return UserError(message)

@@ -80,9 +80,10 @@ class StopRequest:
         elif signum == signal.SIGINT and time.monotonic() - self.since > SAME_KEYPRESS_S:
             raise KeyboardInterrupt
 
-    def stopped(self, where: str, mid_epoch: bool = False) -> RunStopped:
+    def stopped(self, where: str, mid_epoch: bool = False, agreed: bool = True) -> RunStopped:
         """The error that ends the run; the signal may have reached another process only.
-        ``mid_epoch``: a checkpoint of the epoch so far was saved."""
+        ``mid_epoch``: a checkpoint of the epoch so far was saved; ``agreed``: every process
+        stops here (see :class:`RunStopped`)."""
         self.signum = self.signum or signal.SIGTERM
         name = signal.Signals(self.signum).name
         saved = " (checkpoint.pt saved there)" if mid_epoch else ""
@@ -90,4 +91,5 @@ class StopRequest:
             self.signum,
             f"stopped by {name} {where}{saved}; continue the run with --resume",
             mid_epoch,
+            agreed,
         )
