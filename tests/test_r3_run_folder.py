@@ -108,6 +108,22 @@ def test_r3_finding_8_versions_history_appended_on_resume_and_other_versions_war
     assert report.code == 0 and f"torch 1.0.0 -> {started['torch']}" in report.stderr
 
 
+def test_r3_finding_8_export_and_eval_of_a_run_trained_with_other_versions_warn(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    versions_file = finished_run / "versions.json"
+    started = json.loads(versions_file.read_text())
+    versions_file.write_text(json.dumps({**started, "torch": "1.0.0"}))
+    # The tiny AlexNet has no torchvision layout: the export stops, after the warning.
+    exported = invoke("export", str(finished_run), "--out", str(tmp_path / "trunk.pth"))
+    assert f"torch 1.0.0 -> {started['torch']}" in " ".join(exported.stderr.split())
+    evaluated = invoke(
+        "eval", "knn", str(finished_run / "checkpoint.pt"), "--k", "5", "--data", "sklearn-digits"
+    )
+    assert evaluated.code == 0, evaluated.stderr
+    assert f"torch 1.0.0 -> {started['torch']}" in " ".join(evaluated.stderr.split())
+
+
 def test_r3_finding_8_resume_under_the_same_versions_records_it_without_warning(
     tiny_recipe: Path, finished_run: Path
 ) -> None:

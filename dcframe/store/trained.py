@@ -34,9 +34,11 @@ from dcframe.core import kinds
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, BackboneParams
 from dcframe.core.params import Params
+from dcframe.core.progress import Reporter
 from dcframe.recipe import apply_override, read_toml
 from dcframe.store.checkpoint_file import load_state, read_checkpoint
 from dcframe.store.model_options import ModelOptions
+from dcframe.store.rundir import RunDirectory
 
 RECIPE_FILE = "recipe.toml"
 LATEST_CHECKPOINT = "checkpoint.pt"
@@ -116,6 +118,8 @@ def load_model(options: ModelOptions) -> EvalModel:
     if not path.is_file():
         raise UserError(f"{str(path)!r} does not exist; give a run directory or a checkpoint file")
     run_dir = _enclosing_run_dir(path)
+    if run_dir is not None:
+        _warn_of_other_versions(run_dir)
     recipe = _optional_path(options.recipe) or (run_dir / RECIPE_FILE if run_dir else None)
     tag = path.name.split(".")[0]
     return _from_checkpoint(path, recipe, overrides, tag, (run_dir or path.parent) / "eval")
@@ -134,6 +138,7 @@ def _from_run_dir(
         )
     if recipe is not None:
         raise UserError(f"--recipe: the run directory {str(path)!r} has its own {RECIPE_FILE}")
+    _warn_of_other_versions(path)
     if epoch is None:
         file, tag = path / LATEST_CHECKPOINT, "latest"
     else:
@@ -145,6 +150,13 @@ def _from_run_dir(
             "(set run.checkpoint_every to keep more)"
         )
     return _from_checkpoint(file, path / RECIPE_FILE, overrides, tag, path / "eval")
+
+
+def _warn_of_other_versions(run_dir: Path) -> None:
+    """Say so when the run was trained with other versions than this process has: its
+    weights then meet code that may differ from the code that trained them."""
+    if warning := RunDirectory(run_dir).version_warning():
+        Reporter().warn(warning)
 
 
 def _from_checkpoint(
