@@ -29,6 +29,12 @@ EXTRA_K = "clusterer.extra_k=[7, 30]"
 WEIGHTS_ATOL = 1e-5  # float summation order (all-reduce, split batches) differs, nothing else
 
 
+def without_report(args: tuple[str, ...]) -> list[str]:
+    """``args``, with ``--no-report`` for a run: these tests never look at the page, which
+    takes seconds to draw at the end of every run."""
+    return [*args, "--no-report"] if "run" in args else list(args)
+
+
 def dcframe(
     *args: str, nproc: int = 1, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -45,7 +51,7 @@ def dcframe(
             "dcframe",
         ]
     return subprocess.run(
-        [*launch, *args],
+        [*launch, *without_report(args)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -64,7 +70,7 @@ def torchrun_script(
         "--standalone",
         f"--nproc-per-node={nproc}",
         script,
-        *args,
+        *without_report(args),
     ]
     return subprocess.run(
         command,

@@ -18,6 +18,8 @@ from tests.conftest import REPO, run_cli
 
 CHILD = str(Path(__file__).with_name("kill_child.py"))
 
+NO_REPORT = "--no-report"  # these tests never look at the page, which takes seconds to draw
+
 # (stage, which call of it dies): epoch 1 of 2 for every stage, and epoch 0's training,
 # which dies before any checkpoint exists.
 KILLS = [
@@ -63,14 +65,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     folder = tmp_path_factory.mktemp("straight")
     text = TINY_RECIPE.format(output_dir=folder / "runs")
     (folder / "tiny.toml").write_text(text)
-    result = run_cli("run", str(folder / "tiny.toml"), "--quiet")
+    result = run_cli("run", str(folder / "tiny.toml"), "--quiet", NO_REPORT)
     assert result.code == 0, result.stderr
     return text, folder / "runs" / "tiny"
 
 
 def killed_run(recipe: Path, stage: str, call: int, *args: str) -> None:
     killed = subprocess.run(
-        [sys.executable, CHILD, stage, str(call), "run", str(recipe), "--quiet", *args],
+        [sys.executable, CHILD, stage, str(call), "run", str(recipe), "--quiet", *args, NO_REPORT],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -80,7 +82,7 @@ def killed_run(recipe: Path, stage: str, call: int, *args: str) -> None:
 
 
 def resume_and_compare(recipe: Path, straight: Path) -> None:
-    resumed = run_cli("run", str(recipe), "--resume", "--quiet")
+    resumed = run_cli("run", str(recipe), "--resume", "--quiet", NO_REPORT)
     assert resumed.code == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     rundir = recipe.parent / "runs" / "tiny"
     same_run(straight, rundir)

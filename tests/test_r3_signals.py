@@ -26,7 +26,7 @@ import torch
 
 from dcframe.core.stop_signals import SAME_KEYPRESS_S, StopRequest
 from tests.conftest import REPO, TINY_RECIPE
-from tests.test_distributed import CHILD, EXACT, dcframe, same_results
+from tests.test_distributed import CHILD, EXACT, dcframe, same_results, without_report
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def signalled(
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launch += [f"--nproc-per-node={nproc}", CHILD]
     return subprocess.run(
-        [*launch, stage, str(call), *args],
+        [*launch, stage, str(call), *without_report(args)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -183,6 +183,7 @@ def test_r3_finding_1_the_reported_timeout_stops_the_run_cleanly(
     rundir = recipe_file.parent / "runs" / name
     args = ["run", str(recipe_file), "--quiet", "--set", f"run.name={name}"]
     args += ["--set", "run.epochs=200", "--set", "run.workers=2", "--nproc", str(nproc)]
+    args += ["--no-report"]
     process = subprocess.Popen(
         [sys.executable, "-m", "dcframe", *args],
         cwd=REPO,
