@@ -106,8 +106,13 @@ class _Cifar(ImageArrays):
                 f"{np.shape(data) if isinstance(data, np.ndarray) else '-'}, not an N x 3072 "
                 "uint8 array; the file is damaged or not a CIFAR batch: extract it again"
             )
-        if not isinstance(found, list | np.ndarray):
-            found = [found]  # one non-list value: named as label 1 below
+        if not (isinstance(found, list) or (isinstance(found, np.ndarray) and found.ndim == 1)):
+            what = f"of shape {found.shape}" if isinstance(found, np.ndarray) else "(one value)"
+            raise UserError(
+                f"data.root: the {self.label_key!r} entry of {str(path)!r} is "
+                f"{type(found).__name__} {what}, not a list of N class ids; the file is "
+                "damaged or not a CIFAR batch: extract it again"
+            )
         ids = check_class_ids(
             found,
             lambda i: f"data.root: label {i + 1} of {str(path)!r}",
