@@ -147,3 +147,50 @@ def data_recipe(folder: Path, data: str) -> Path:
     path = folder / "data.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# ------------------------------------------------- real processes (distributed, signals)
+
+#: With these, two processes compute what one computes, up to float summation order.
+EXACT = ["--set", "run.sync_batchnorm=true", "--set", "backbone.dropout=0.0"]
+
+
+def without_report(args: tuple[str, ...]) -> list[str]:
+    """``args``, with ``--no-report`` for a run: these tests never look at the page, which
+    takes seconds to draw at the end of every run."""
+    return [*args, "--no-report"] if "run" in args else list(args)
+
+
+def dcframe(
+    *args: str, nproc: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``dcframe ARGS`` in one process, or under ``torchrun --standalone`` with ``nproc``."""
+    launch = [sys.executable, "-m", "dcframe"]
+    if nproc > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launch += [f"--nproc-per-node={nproc}", "-m", "dcframe"]
+    return subprocess.run(
+        [*launch, *without_report(args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def recipe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny recipe, for the tests of real processes; each names its own run."""
+    folder = tmp_path_factory.mktemp("processes")
+    path = folder / "tiny.toml"
+    path.write_text(TINY_RECIPE.format(output_dir=folder / "runs"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def one_process(recipe_file: Path) -> Path:
+    """The reference those tests compare with: two epochs in one process, never stopped."""
+    done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=one", *EXACT)
+    assert done.returncode == 0, done.stderr
+    return recipe_file.parent / "runs" / "one"

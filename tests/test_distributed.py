@@ -19,45 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_RECIPE
+from tests.conftest import EXACT, REPO, dcframe, without_report
 
 pytestmark = pytest.mark.slow
 
 CHILD = str(Path(__file__).with_name("kill_child.py"))
-EXACT = ["--set", "run.sync_batchnorm=true", "--set", "backbone.dropout=0.0"]
 EXTRA_K = "clusterer.extra_k=[7, 30]"
 WEIGHTS_ATOL = 1e-5  # float summation order (all-reduce, split batches) differs, nothing else
-
-
-def without_report(args: tuple[str, ...]) -> list[str]:
-    """``args``, with ``--no-report`` for a run: these tests never look at the page, which
-    takes seconds to draw at the end of every run."""
-    return [*args, "--no-report"] if "run" in args else list(args)
-
-
-def dcframe(
-    *args: str, nproc: int = 1, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``dcframe ARGS`` in one process, or under ``torchrun --standalone`` with ``nproc``."""
-    launch = [sys.executable, "-m", "dcframe"]
-    if nproc > 1:
-        launch = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "-m",
-            "dcframe",
-        ]
-    return subprocess.run(
-        [*launch, *without_report(args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def torchrun_script(
@@ -112,22 +80,6 @@ def same_results(left: Path, right: Path, exact: bool = False) -> None:
             assert torch.equal(value, b_model[key]), key
         else:
             torch.testing.assert_close(b_model[key], value, rtol=0, atol=WEIGHTS_ATOL, msg=key)
-
-
-@pytest.fixture(scope="module")
-def recipe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("distributed")
-    path = folder / "tiny.toml"
-    path.write_text(TINY_RECIPE.format(output_dir=folder / "runs"))
-    return path
-
-
-@pytest.fixture(scope="module")
-def one_process(recipe_file: Path) -> Path:
-    """The reference: two epochs in one process."""
-    done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=one", *EXACT)
-    assert done.returncode == 0, done.stderr
-    return recipe_file.parent / "runs" / "one"
 
 
 def test_two_processes_equal_one_process(recipe_file: Path, one_process: Path) -> None:

@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from dcframe.core.stop_signals import SAME_KEYPRESS_S, StopRequest
-from tests.conftest import REPO, TINY_RECIPE
-from tests.test_distributed import CHILD, EXACT, dcframe, same_results, without_report
+from tests.conftest import EXACT, REPO, dcframe, without_report
+from tests.test_distributed import CHILD, same_results
 
 pytestmark = pytest.mark.slow
 
@@ -48,23 +48,6 @@ def signalled(
         env={**os.environ, **env},
         start_new_session=True,
     )
-
-
-@pytest.fixture(scope="module")
-def recipe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("group-stop")
-    path = folder / "tiny.toml"
-    path.write_text(TINY_RECIPE.format(output_dir=folder / "runs"))
-    return path
-
-
-@pytest.fixture(scope="module")
-def straight(recipe_file: Path) -> Path:
-    """The reference: the run never stopped, in one process (loader workers do not change
-    results; two processes agree within `same_results`' tolerance)."""
-    done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=straight", *EXACT)
-    assert done.returncode == 0, done.stderr
-    return recipe_file.parent / "runs" / "straight"
 
 
 def clean_stop(stopped: subprocess.CompletedProcess[str], number: int) -> str:
@@ -90,7 +73,7 @@ EVERY_CASE = [
 
 
 def stop_the_group_and_resume(
-    recipe_file: Path, straight: Path, case: tuple[str, int, str]
+    recipe_file: Path, one_process: Path, case: tuple[str, int, str]
 ) -> None:
     name, workers, stage = case
     rundir_name = f"group-{name}-{workers}-{stage}"
@@ -111,27 +94,27 @@ def stop_the_group_and_resume(
         assert "after the extraction pass" in said and "checkpoint.pt keeps epoch 0" in said
     resumed = dcframe(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    same_results(straight, recipe_file.parent / "runs" / rundir_name, exact=True)
+    same_results(one_process, recipe_file.parent / "runs" / rundir_name, exact=True)
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_r3_finding_1_a_stop_sent_to_the_process_group_stops_cleanly_and_resumes(
-    recipe_file: Path, straight: Path, case: tuple[str, int, str]
+    recipe_file: Path, one_process: Path, case: tuple[str, int, str]
 ) -> None:
-    stop_the_group_and_resume(recipe_file, straight, case)
+    stop_the_group_and_resume(recipe_file, one_process, case)
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("case", EVERY_CASE, ids=["-".join(map(str, c)) for c in EVERY_CASE])
 def test_r3_finding_1_every_signal_workers_and_stage(
-    recipe_file: Path, straight: Path, case: tuple[str, int, str]
+    recipe_file: Path, one_process: Path, case: tuple[str, int, str]
 ) -> None:
-    stop_the_group_and_resume(recipe_file, straight, case)
+    stop_the_group_and_resume(recipe_file, one_process, case)
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.long)])
 def test_r3_finding_1_torchrun_passing_a_stop_to_every_rank_group(
-    recipe_file: Path, straight: Path, name: str
+    recipe_file: Path, one_process: Path, name: str
 ) -> None:
     """Two processes with two loader workers each; torchrun signals every rank's group."""
     rundir_name = f"torchrun-{name}"
@@ -147,7 +130,7 @@ def test_r3_finding_1_torchrun_passing_a_stop_to_every_rank_group(
     assert state["epoch"] == 1 and state["step"] >= 1
     resumed = dcframe(*args, "--resume", nproc=2)
     assert resumed.returncode == 0, resumed.stderr
-    same_results(straight, recipe_file.parent / "runs" / rundir_name)
+    same_results(one_process, recipe_file.parent / "runs" / rundir_name)
 
 
 def test_r3_finding_2_ctrl_c_in_a_run_saves_and_says_how_to_continue(recipe_file: Path) -> None:
