@@ -26,6 +26,7 @@ from typer.exceptions import TyperException
 
 from dcframe.cli import (
     bench_cmd,
+    clusters_cmd,
     data_cmd,
     doctor_cmd,
     eval_cmd,
@@ -88,6 +89,8 @@ app.command("run")(run_cmd.run)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.command("clusters")(clusters_cmd.clusters)
+app.command("assign")(clusters_cmd.assign)
 app.command("doctor")(doctor_cmd.doctor)
 
 _options = {"debug": False}

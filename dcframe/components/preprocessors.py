@@ -89,32 +89,42 @@ class PCAWhitening(Preprocessor):
         self._pca = pca
         self._scale = self._scaling(scatter_eigenvalues.astype(np.float64) / num_rows)
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted affine map (``matrix`` d_out x d_in and ``bias``, as faiss applies
+        them) and the per-component ``scale``."""
+        if self._pca is None or self._scale is None:
+            raise RuntimeError("PCAWhitening has no state before fit")
+        faiss = import_faiss()
+        pca = self._pca
+        matrix = faiss.vector_to_array(pca.A).reshape(pca.d_out, pca.d_in)
+        return {"matrix": matrix, "bias": faiss.vector_to_array(pca.b), "scale": self._scale}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        matrix, bias = float32_rows(arrays["matrix"]), np.asarray(arrays["bias"], np.float32)
+        scale = np.asarray(arrays["scale"], np.float32)
+        d_out, d_in = matrix.shape
+        if bias.shape != (d_out,) or scale.shape != (d_out,):
+            raise ValueError(
+                f"PCA state: bias {bias.shape} and scale {scale.shape} must be ({d_out},)"
+            )
+        faiss = import_faiss()
+        # The same affine map faiss' PCAMatrix applies, so the results are bit-identical.
+        projection = faiss.LinearTransform(d_in, d_out, True)
+        faiss.copy_array_to_vector(matrix.ravel(), projection.A)
+        faiss.copy_array_to_vector(np.ascontiguousarray(bias), projection.b)
+        projection.is_trained = True
+        self._pca, self._scale = projection, scale
+
     def __getstate__(self) -> dict[str, Any]:
         """Picklable state (a distributed run fits once and sends the fitted step to every
         process): the fitted projection as arrays instead of the faiss object."""
-        state = dict(self.__dict__)
-        if self._pca is not None:
-            faiss = import_faiss()
-            pca = self._pca
-            state["_pca"] = (
-                pca.d_in,
-                pca.d_out,
-                faiss.vector_to_array(pca.A),
-                faiss.vector_to_array(pca.b),
-            )
-        return state
+        fitted = self._pca is not None
+        return {"params": self.params, "arrays": self.state_arrays() if fitted else None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state["_pca"] is not None:
-            faiss = import_faiss()
-            d_in, d_out, matrix, bias = state["_pca"]
-            # The same affine map faiss' PCAMatrix applies, so the results are bit-identical.
-            projection = faiss.LinearTransform(d_in, d_out, True)
-            faiss.copy_array_to_vector(matrix, projection.A)
-            faiss.copy_array_to_vector(bias, projection.b)
-            projection.is_trained = True
-            state = {**state, "_pca": projection}
-        self.__dict__.update(state)
+        self.params, self._pca, self._scale = state["params"], None, None
+        if state["arrays"] is not None:
+            self.load_state_arrays(state["arrays"])
 
     def _scaling(self, eigenvalues: np.ndarray) -> np.ndarray:
         """Per-component factors ``max(lambda, eps * lambda_max) ** power`` (see the class doc)."""

@@ -10,11 +10,12 @@ import importlib
 from types import ModuleType
 
 import numpy as np
+import torch
 
 from dcframe.core.errors import UserError
-from dcframe.core.interfaces import Clusterer
+from dcframe.core.interfaces import Clusterer, Placement
 
-__all__ = ["check_device", "check_k", "float32_rows", "import_faiss"]
+__all__ = ["check_device", "check_k", "float32_rows", "import_faiss", "nearest_centroids"]
 
 
 def import_faiss() -> ModuleType:
@@ -62,3 +63,32 @@ def check_device(clusterer: type[Clusterer], device: str) -> None:
             f"{clusterer.__name__} cannot run on {device!r} here; "
             f"available devices: {', '.join(available)}"
         )
+
+
+@torch.no_grad()
+def nearest_centroids(
+    x: np.ndarray, centroids: np.ndarray, device: str = "cpu", block_rows: int = 16384
+) -> Placement:
+    """The nearest of ``centroids`` (k x d) to every row of ``x`` (N x d), Euclidean, on
+    ``device``, block by block: the ``assign`` of centroid-defined clusters.
+
+    Candidates are ranked by the expansion ``|c|^2 - 2 x.c`` (one matrix product per
+    block, as faiss' flat index does); the returned squared distance is then computed
+    directly from the difference, so that it is exact rather than a cancellation.
+    """
+    rows, centres = float32_rows(x), float32_rows(centroids)
+    if rows.shape[1] != centres.shape[1]:
+        raise ValueError(f"rows have {rows.shape[1]} dims but the centroids {centres.shape[1]}")
+    c = torch.from_numpy(centres).to(device)
+    c_sq = (c * c).sum(dim=1)
+    assignments = np.empty(len(rows), dtype=np.int64)
+    distances = np.empty(len(rows), dtype=np.float32)
+    with torch.autocast(torch.device(device).type, enabled=False):
+        for start in range(0, len(rows), block_rows):
+            block = torch.from_numpy(rows[start : start + block_rows]).to(device)
+            nearest = torch.addmm(c_sq, block, c.t(), alpha=-2.0).argmin(dim=1)
+            gap = block - c[nearest]
+            stop = start + len(block)
+            assignments[start:stop] = nearest.cpu().numpy()
+            distances[start:stop] = (gap * gap).sum(dim=1).cpu().numpy()
+    return Placement(assignments, distances)

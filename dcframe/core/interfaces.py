@@ -140,6 +140,27 @@ class Preprocessor(Component):
     def fit(self, x: np.ndarray) -> None:
         """Learn the step's state from ``x`` (float32, rows = samples)."""
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`fit` learnt, as named numpy arrays: saved with the run's clusters
+        (``clusters/epoch_NNNN.npz``, read without unpickling) so that new images can be
+        placed in them. A step that learns nothing (does not override :meth:`fit`) has
+        none; one that does implements this and :meth:`load_state_arrays`, else its runs
+        cannot assign new images (the run itself is unaffected).
+
+        Raises:
+            NotImplementedError: the step learns a state but cannot save it.
+        """
+        if type(self).fit is Preprocessor.fit:
+            return {}
+        raise NotImplementedError(f"{type(self).__name__} does not implement state_arrays()")
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Become the fitted step that :meth:`state_arrays` returned ``arrays`` for."""
+        if type(self).fit is not Preprocessor.fit:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not implement load_state_arrays()"
+            )
+
     @abstractmethod
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Map float32 rows to float32 rows of width ``output_dim``."""
@@ -161,6 +182,19 @@ class Clustering:
     assignments: np.ndarray
     objective: float
     centroids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Rows placed in existing clusters (:meth:`Clusterer.assign`).
+
+    Attributes:
+        assignments: (N,) int64 cluster of every row.
+        distances: (N,) float32 squared Euclidean distance of every row to its centroid.
+    """
+
+    assignments: np.ndarray
+    distances: np.ndarray
 
 
 class Clusterer(Component):
@@ -190,6 +224,19 @@ class Clusterer(Component):
     @abstractmethod
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         """Cluster float32 rows ``x`` (N x d) with this seed on ``device`` ("cpu"/"cuda")."""
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray, device: str) -> Placement:
+        """Place rows ``x`` (N x d float32, preprocessed as the clustered rows were) in the
+        clusters that :meth:`cluster` returned ``centroids`` for: how ``dcframe assign``
+        sorts new images. The built-in k-means clusterers take the nearest centroid
+        (:func:`dcframe.core.clustering.nearest_centroids`); a clusterer whose clusters are
+        not defined by their centroids alone leaves this out, and its runs then cannot
+        assign new images.
+
+        Raises:
+            NotImplementedError: the clusterer cannot place rows in existing clusters.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement assign()")
 
     def cluster_shards(self, x: np.ndarray, seed: int, device: str, world: World) -> Clustering:
         """Cluster the rows of every process of ``world`` together; ``x`` is this process's.
@@ -237,6 +284,16 @@ class Dataset(Component):
         """Image ``index``'s file bytes and its name when it is a JPEG (so that it can be
         decoded on the run's device, ``run.jpeg_decode``), else None (decoded with
         :meth:`image`). An unreadable file raises ``BadImageError``."""
+        return None
+
+    def image_id(self, index: int) -> str:
+        """How a person finds image ``index``: its file's path, a shard and member, or (the
+        default) its position in the dataset. Used in exported cluster lists."""
+        return str(index)
+
+    def image_file(self, index: int) -> str | None:
+        """The path of the file that holds image ``index`` and nothing else (what a folder
+        per cluster links to), or None when there is none (arrays, tar shards)."""
         return None
 
     @property

@@ -23,10 +23,13 @@ import torch
 
 from dcframe.core.distributed import World
 from dcframe.core.errors import UserError
-from dcframe.core.interfaces import EpochRecord
+from dcframe.core.interfaces import Clusterer, EpochRecord, Preprocessor
+from dcframe.engine.epoch_features import Clustered
 from dcframe.engine.logbook import Logbook
+from dcframe.engine.setup import Components
 from dcframe.engine.training import PassProgress, Trainer
 from dcframe.store.checkpoint_file import load_state
+from dcframe.store.clusterings import SavedClustering, SavedHead
 from dcframe.store.rundir import RunDirectory
 
 TOP_LAYER = "top_layer."
@@ -91,6 +94,26 @@ class MidEpoch:
         set_rng_state(self.rng)
 
 
+def _every(n: int, epoch: int) -> bool:
+    """Whether ``epoch`` is one of every ``n``-th (``run.checkpoint_every`` and the like)."""
+    return n > 0 and (epoch + 1) % n == 0
+
+
+def _step_states(
+    chain: list[Preprocessor],
+) -> tuple[list[dict[str, np.ndarray] | None], list[str]]:
+    """Each fitted step's state arrays (None where a step cannot give them), and why not."""
+    states: list[dict[str, np.ndarray] | None] = []
+    missing = []
+    for i, step in enumerate(chain):
+        try:
+            states.append(step.state_arrays())
+        except NotImplementedError:
+            states.append(None)
+            missing.append(f"preprocess[{i}] ({type(step).__name__}) has no state_arrays()")
+    return states, missing
+
+
 @dataclass
 class Recorder:
     """Saves a run's results and state; the main process writes, the others wait."""
@@ -102,6 +125,9 @@ class Recorder:
     k: int
     keep_every: int
     logbook: Logbook
+    recipe: str = ""  # the resolved recipe, saved with every clustering
+    keep_clusters_every: int = 0
+    _said_missing: bool = False
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -114,11 +140,36 @@ class Recorder:
             "grad_scaler": self.trainer.scaler.state_dict(),
         }
 
-    def clustered(self, epoch: int, distances: np.ndarray | None) -> None:
-        """The distances of the epoch's clustering (written as soon as it exists; a redone
-        clustering writes the same values)."""
-        if distances is not None:
-            self.rundir.save_distances(epoch, distances)
+    def clustered(self, epoch: int, heads: list[Clustered], parts: Components) -> None:
+        """The distances of the epoch's clustering and what defines it (written as soon as
+        it exists, before training changes the trunk; a redone clustering writes the same
+        values)."""
+        steps, missing = _step_states(parts.preprocessors)
+        if type(parts.clusterer).assign is Clusterer.assign:
+            missing.append(
+                f"clusterer {type(parts.clusterer).__name__} does not implement assign()"
+            )
+
+        def write() -> None:
+            assert heads[0].distances is not None  # on the main process
+            self.rundir.save_distances(epoch, heads[0].distances)
+            trunk = {
+                name: value.detach().cpu().numpy()
+                for name, value in self.trainer.backbone.state_dict().items()
+                if not name.startswith(TOP_LAYER)
+            }
+            saved = [SavedHead(h.centroids, h.assignment, h.distances) for h in heads]  # type: ignore[arg-type]
+            self.rundir.save_clustering(
+                SavedClustering(epoch, self.recipe, trunk, steps, saved, tuple(missing))
+            )
+            if missing and not self._said_missing:
+                self._said_missing = True
+                self.logbook.reporter.warn(
+                    f"{'; '.join(missing)}: `dcframe assign` cannot place new images in this "
+                    "run's clusters (`dcframe clusters` still lists its images)"
+                )
+
+        self.world.run_on_main(write)
 
     def epoch_finished(self, epoch: int, record: EpochRecord, skipped: dict[int, Any]) -> None:
         """Step 9: the epoch's assignment, metrics (every logger) and checkpoint, in the order
@@ -129,8 +180,10 @@ class Recorder:
                 self.rundir.save_skipped(skipped)
             self.rundir.save_assignment(epoch, record.assignment)
             self.logbook.epoch(record)
-            keep = self.keep_every and (epoch + 1) % self.keep_every == 0
+            keep = _every(self.keep_every, epoch)
             self.rundir.save_checkpoint(self._state(epoch + 1), epoch if keep else None)
+            if epoch and not _every(self.keep_clusters_every, epoch - 1):
+                self.rundir.drop_clustering(epoch - 1)  # this epoch's replaces it
 
         self.world.run_on_main(write)
 

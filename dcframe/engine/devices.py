@@ -20,6 +20,14 @@ class Devices:
     amp_dtype: torch.dtype | None
 
 
+def amp_dtype(amp: str, on_cuda: bool) -> torch.dtype | None:
+    """The autocast precision of ``run.amp`` ("auto": bf16 on a GPU that has it, else
+    float32, i.e. None)."""
+    if amp == "auto":
+        amp = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "off"
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
 def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch on the network's device; channels-last on CUDA, where the tensor cores'
     convolutions want it (the network is converted alike)."""

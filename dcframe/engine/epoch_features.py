@@ -64,11 +64,13 @@ class Clustered:
         objective: The clusterer's k-means objective.
         distances: (N,) squared distance to the assigned centroid (NaN: left out), on the
             main process; None elsewhere.
+        centroids: (k, d) the final centroids.
     """
 
     assignment: np.ndarray
     objective: float
     distances: np.ndarray | None
+    centroids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class GatheredFeatures:
         assignment[where] = clustering.assignments
         distances[where] = near
         main_only = distances if self.world.is_main else None
-        return Clustered(assignment, float(clustering.objective), main_only)
+        return Clustered(assignment, float(clustering.objective), main_only, clustering.centroids)
 
 
 @dataclass
@@ -221,5 +223,8 @@ class ShardedFeatures:
         self.world.gather_rows(self.shard.index, near[:, None], distances)
         full = self.world.share_array(None if assignment is None else assignment[:, 0])
         return Clustered(
-            full, float(clustering.objective), None if distances is None else distances[:, 0]
+            full,
+            float(clustering.objective),
+            None if distances is None else distances[:, 0],
+            clustering.centroids,
         )

@@ -159,7 +159,7 @@ def cluster_images(epoch: int, session: Session, previous: np.ndarray | None) ->
     with _stage(seconds, epoch, "cluster"):  # 4. k-means, with a fresh seed every epoch
         heads = _cluster(epoch, session, features)
         del features
-        session.recorder.clustered(epoch, heads[0].distances)
+        session.recorder.clustered(epoch, heads, session.parts)  # for `dcframe assign`
         session.trainer.stop_if_asked("after the clustering")
     metrics = measure(epoch, session, heads, previous, signals)  # 5. measure
     assignments = np.stack([head.assignment for head in heads])

@@ -130,6 +130,8 @@ def _opened(
                     k=parts.clusterer.k,
                     keep_every=settings.checkpoint_every,
                     logbook=logbook,
+                    recipe=resolved,
+                    keep_clusters_every=settings.keep_clusters_every,
                 ),
                 logbook=logbook,
                 steps_per_epoch=steps_per_epoch,

@@ -17,7 +17,7 @@ from dcframe.core.progress import Reporter
 from dcframe.core.registry import Origin
 from dcframe.data.bad_images import BadImagePolicy, Unreadable
 from dcframe.data.transforms import clustering_transform, smallest_side_used
-from dcframe.engine.devices import Devices
+from dcframe.engine.devices import Devices, amp_dtype
 
 
 @dataclass
@@ -112,10 +112,7 @@ def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devic
             "run.amp: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
             "autocast is emulated and likely slower than float32; --set run.amp=off"
         )
-    precision = run.amp
-    if precision == "auto":
-        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "off"
-    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    amp = amp_dtype(run.amp, use_cuda)
     if use_cuda:
         # Fixed input sizes: let cuDNN time its convolution algorithms once and keep the best.
         torch.backends.cudnn.benchmark = True

@@ -205,15 +205,27 @@ def load_data(options: DataOptions, seed: int) -> EvalData:
     )
 
 
-def _labelled(choice: DatasetChoice, flag: str, set_flag: str) -> Dataset:
-    """The dataset of ``choice``; its errors say which side (train or validation) they are."""
-    entry = kinds.datasets.get(choice.name)
+def named_dataset(
+    name: str, pairs: list[str], flag: str = "--data", set_flag: str = "--data-set"
+) -> Dataset:
+    """The dataset ``name`` with its ``KEY=VALUE`` parameters ``pairs``, as a command line
+    gives them; its errors name the command's flags."""
+    return _built(_choice(name, _values(pairs, set_flag), set_flag), flag, set_flag)
+
+
+def _built(choice: DatasetChoice, flag: str, set_flag: str) -> Dataset:
+    """The dataset of ``choice``; its errors name ``flag`` and ``set_flag``."""
     try:
-        dataset = entry.cls(choice.params)
+        return kinds.datasets.get(choice.name).cls(choice.params)
     except UserError as error:
         # A dataset names its parameters as a recipe does (data.root); say it in flags.
         message = str(error).replace("--set data.", f"{set_flag} ").replace("data.", f"{set_flag} ")
         raise UserError(f"{flag} {choice.name}: {message}") from error
+
+
+def _labelled(choice: DatasetChoice, flag: str, set_flag: str) -> Dataset:
+    """The dataset of ``choice``; its errors say which side (train or validation) they are."""
+    dataset = _built(choice, flag, set_flag)
     if dataset.labels is None or dataset.class_names is None:
         raise UserError(
             f"{flag} {choice.name}: the images carry no labels (e.g. a flat folder); "

@@ -79,6 +79,13 @@ class RunSection(Params):
         ge=0,
         description="Also keep the weights of every n-th epoch (0: only the latest checkpoint).",
     )
+    keep_clusters_every: int = Field(
+        0,
+        ge=0,
+        description="Also keep the clustering of every n-th epoch in clusters/ (0: only the "
+        "latest): the trunk that embedded the images, the fitted preprocessing and the "
+        "centroids, which `dcframe assign` places new images with.",
+    )
     checkpoint_every_steps: int = Field(
         0,
         ge=0,

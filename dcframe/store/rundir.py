@@ -10,6 +10,9 @@ Layout::
         assignments/epoch_0000.npy
         distances/epoch_0000.npy  each image's squared distance to its centroid (the report's
                                galleries show the closest first; NaN: left out as unreadable)
+        clusters/epoch_0000.npz   what defines the latest epoch's clustering (and every
+                               ``run.keep_clusters_every``-th): trunk, preprocessing, centroids
+                               (:mod:`dcframe.store.clusterings`)
         checkpoint.pt          latest state (model, body optimizer, epoch, RNG), written atomically
         checkpoints/epoch_0009.pt  weights kept every ``run.checkpoint_every`` epochs
         skipped_images.tsv     unreadable images left out (``data.on_bad_image = "skip"``)
@@ -48,6 +51,7 @@ from dcframe.core.metrics_file import MetricsFile
 from dcframe.core.registry import Origin
 from dcframe.data.bad_images import unreadable_tsv
 from dcframe.recipe import dumps, validate
+from dcframe.store import clusterings
 from dcframe.store.checkpoint_file import read_checkpoint
 from dcframe.store.lock import locked
 
@@ -119,6 +123,7 @@ def _comparable(recorded: dict[str, Any]) -> dict[str, Any]:
 # another disk) and how many loader processes it uses; nothing that changes the results.
 RESUME_MAY_CHANGE = (
     "epochs",
+    "keep_clusters_every",
     "name",
     "output_dir",
     "workers",
@@ -183,6 +188,9 @@ class RunDirectory:
     def distances_path(self, epoch: int) -> Path:
         return self.path / "distances" / f"epoch_{epoch:04d}.npy"
 
+    def clustering_path(self, epoch: int) -> Path:
+        return clusterings.path_of(self.path, epoch)
+
     @property
     def holds_finished_epoch(self) -> bool:
         return self.checkpoint_path.exists()
@@ -215,6 +223,7 @@ class RunDirectory:
             remove_temporaries(
                 self.path,
                 *(self.path / f for f in ("assignments", "distances", "checkpoints", "cache")),
+                self.path / clusterings.FOLDER,
             )
             yield
 
@@ -249,7 +258,13 @@ class RunDirectory:
 
     def _clear_unfinished(self) -> None:
         """Remove what a run that never finished an epoch left (it would only mislead)."""
-        for stale in (self.metrics_path, self.skipped_path, *self.path.glob("assignments/*")):
+        clusters = self.path.glob(f"{clusterings.FOLDER}/*")
+        for stale in (
+            self.metrics_path,
+            self.skipped_path,
+            *self.path.glob("assignments/*"),
+            *clusters,
+        ):
             stale.unlink(missing_ok=True)
 
     def _check_same_recipe(self, resolved: str) -> None:
@@ -294,6 +309,13 @@ class RunDirectory:
 
     def save_distances(self, epoch: int, distances: np.ndarray) -> None:
         atomic_write_bytes(self.distances_path(epoch), lambda f: np.save(f, distances))
+
+    def save_clustering(self, clustering: clusterings.SavedClustering) -> None:
+        clusterings.save(self.clustering_path(clustering.epoch), clustering)
+
+    def drop_clustering(self, epoch: int) -> None:
+        """Remove epoch ``epoch``'s clustering (a later one replaces it)."""
+        self.clustering_path(epoch).unlink(missing_ok=True)
 
     def save_checkpoint(self, state: dict[str, Any], keep_epoch: int | None = None) -> None:
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))

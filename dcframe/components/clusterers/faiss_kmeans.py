@@ -14,8 +14,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcframe.components.builtin_params import FaissKMeansParams
-from dcframe.core.clustering import check_device, check_k, float32_rows, import_faiss
-from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.core.clustering import (
+    check_device,
+    check_k,
+    float32_rows,
+    import_faiss,
+    nearest_centroids,
+)
+from dcframe.core.interfaces import Clusterer, Clustering, Placement
 from dcframe.core.params import Params
 
 # faiss seeds are C ints (a negative one means "seed from the clock").
@@ -66,6 +72,10 @@ class FaissKMeans(Clusterer):
         # CPU builds of faiss may lack get_num_gpus altogether.
         num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)()
         return cls.devices if num_gpus > 0 else ("cpu",)
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray, device: str) -> Placement:
+        """The nearest centroid, as the returned ``assignments`` are."""
+        return nearest_centroids(x, centroids, device)
 
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         check_device(type(self), device)

@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 
 from dcframe.components.builtin_params import SklearnKMeansParams
-from dcframe.core.clustering import check_device, check_k, float32_rows
-from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.core.clustering import check_device, check_k, float32_rows, nearest_centroids
+from dcframe.core.interfaces import Clusterer, Clustering, Placement
 from dcframe.core.params import Params
 
 # scikit-learn's random_state must fit in 32 unsigned bits.
@@ -37,6 +37,10 @@ class SklearnKMeans(Clusterer):
 
     Params: ClassVar[type[Params]] = SklearnKMeansParams
     params: SklearnKMeansParams
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray, device: str) -> Placement:
+        """The nearest centroid, as the returned ``assignments`` are."""
+        return nearest_centroids(x, centroids, device)
 
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         check_device(type(self), device)

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from dcframe.components.builtin_params import TorchKMeansParams
 from dcframe.components.clusterers.faiss_kmeans import FAISS_SEED_MODULUS
 from dcframe.components.clusterers.lloyd import KMeansRun, kmeans_plus_plus_init, lloyd, random_init
-from dcframe.core.clustering import check_device, check_k, float32_rows
+from dcframe.core.clustering import check_device, check_k, float32_rows, nearest_centroids
 from dcframe.core.distributed import World
 from dcframe.core.errors import UserError
-from dcframe.core.interfaces import Clusterer, Clustering
+from dcframe.core.interfaces import Clusterer, Clustering, Placement
 from dcframe.core.params import Params
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,14 @@ class TorchKMeans(Clusterer):
         if torch.backends.mps.is_available():
             available.append("mps")
         return tuple(available)
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray, device: str) -> Placement:
+        """The nearest centroid (of the unit-norm row, for the spherical metric), as the
+        returned ``assignments`` are."""
+        rows = float32_rows(x)
+        if self.params.metric == "spherical":
+            rows = F.normalize(torch.from_numpy(rows), dim=1).numpy()
+        return nearest_centroids(rows, centroids, device)
 
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         check_device(type(self), device)

@@ -48,6 +48,12 @@ class ImageFiles(Dataset):
         """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
         return open_rgb(self.paths[index], self._min_side)
 
+    def image_id(self, index: int) -> str:
+        return self.paths[index]
+
+    def image_file(self, index: int) -> str | None:
+        return self.paths[index]
+
     def encoded(self, index: int) -> tuple[bytes, str] | None:
         name = self.paths[index]
         return (self._bytes(index), name) if name.lower().endswith(JPEG_SUFFIXES) else None

@@ -335,6 +335,9 @@ class WebDataset(ImageFiles):
         except OSError as error:  # the shard moved or went away since it was indexed
             raise BadImageError(self.paths[index], str(error.strerror or error)) from error
 
+    def image_file(self, index: int) -> str | None:
+        return None  # a member of a shard ("shard.tar:key.jpg", the image's id)
+
     def image(self, index: int) -> Image.Image:
         """Image ``index`` in 8-bit RGB; raises :class:`~dcframe.core.errors.BadImageError`."""
         data = self._bytes(index)

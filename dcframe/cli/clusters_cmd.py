@@ -1,0 +1,210 @@
+"""``dcframe clusters`` and ``dcframe assign``: a run's clusters as a table or as folders,
+and new images placed in them (:mod:`dcframe.tools.clusters`)."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dcframe.core.errors import UserError
+from dcframe.core.registry import plugin_output_to_stderr
+
+if TYPE_CHECKING:
+    from dcframe.core.interfaces import Dataset
+    from dcframe.tools.clusters.listing import ImageClusters
+
+RunDir = Annotated[
+    Path,
+    typer.Argument(
+        metavar="RUN_DIR",
+        help="Run directory (the folder `dcframe run` printed), or for assign also a "
+        "clusters/epoch_NNNN.npz file.",
+        show_default=False,
+    ),
+]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Table to write: .csv, .jsonl or .parquet (pip install 'dcframe[parquet]'). "
+        "Without --out and --folders, CSV on standard output.",
+        show_default=False,
+    ),
+]
+Folders = Annotated[
+    Path | None,
+    typer.Option(
+        "--folders",
+        help="Also make one folder per cluster here, largest first, each holding links to "
+        "its images, nearest to the centroid first.",
+        show_default=False,
+    ),
+]
+Copy = Annotated[
+    bool, typer.Option("--copy", help="With --folders: copy the image files instead of linking.")
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Replace an existing --out file; write into a non-empty --folders."
+    ),
+]
+Epoch = Annotated[
+    int | None,
+    typer.Option("--epoch", min=0, help="The epoch's clustering (default: the last finished)."),
+]
+
+
+class BadImage(StrEnum):
+    fail = "fail"
+    skip = "skip"
+
+
+def clusters(
+    run_dir: RunDir,
+    out: Out = None,
+    folders: Folders = None,
+    copy: Copy = False,
+    force: Force = False,
+    epoch: Epoch = None,
+) -> None:
+    """List every image of a run with its cluster: path (or id), cluster, distance to the
+    centroid, rank in the cluster (1: nearest), label, and the extra heads' clusters."""
+    from dcframe.tools.clusters.listing import run_clusters
+
+    _check_outputs(out, folders, force)
+    with plugin_output_to_stderr():
+        table = run_clusters(run_dir, epoch)
+    _write(table, out, folders, copy)
+
+
+def assign(
+    run_dir: RunDir,
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="[IMAGES]...",
+            help="Image files, or folders (searched recursively).",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            metavar="DATASET",
+            help="Instead of IMAGES: a registered dataset (`dcframe plugins list`).",
+        ),
+    ] = None,
+    data_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-set",
+            metavar="KEY=VALUE",
+            help="A parameter of the --data dataset (repeat), e.g. root=/data/new.",
+        ),
+    ] = None,
+    out: Out = None,
+    folders: Folders = None,
+    copy: Copy = False,
+    force: Force = False,
+    epoch: Epoch = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, or auto (a GPU when there is one).")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 128,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Loader processes.")] = 0,
+    on_bad_image: Annotated[
+        BadImage,
+        typer.Option(
+            "--on-bad-image",
+            help="fail at the first unreadable image, or skip it (listed without a cluster).",
+        ),
+    ] = BadImage.fail,
+) -> None:
+    """Place new images in a run's clusters: each through the trunk, the preprocessing and
+    the centroids of the run's epoch; the output is as for `dcframe clusters`."""
+    from dcframe.core.progress import Reporter
+    from dcframe.tools.clusters.model import load_clustering
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use cpu, cuda or auto")
+    if bool(images) == (data is not None):
+        raise UserError(
+            "give the new images either as IMAGES (files or folders) or as --data DATASET "
+            "--data-set KEY=VALUE, not both"
+            if images
+            else "give the images to assign: IMAGES (files or folders), or --data DATASET "
+            "--data-set KEY=VALUE"
+        )
+    _check_outputs(out, folders, force)
+    reporter = Reporter(quiet=out is None and folders is None)
+    with plugin_output_to_stderr():
+        model = load_clustering(run_dir, epoch)
+        source = [str(path) for path in images] if images else _dataset(data, data_set or [])
+        try:
+            table = model.assign(
+                source,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+                on_bad_image=on_bad_image.value,
+                reporter=reporter,
+            )
+        except UserError as error:
+            raise UserError(_in_flags(str(error))) from error
+    _write(table, out, folders, copy)
+
+
+def _dataset(name: str | None, pairs: list[str]) -> Dataset:
+    """The ``--data`` dataset, built from its ``--data-set`` parameters."""
+    from dcframe.evaluation.data import named_dataset
+
+    assert name is not None
+    return named_dataset(name, pairs)
+
+
+def _in_flags(message: str) -> str:
+    """A message that names recipe settings, in this command's flags."""
+    return (
+        message.replace('set data.on_bad_image = "skip"', "use --on-bad-image skip")
+        .replace("--set data.", "--data-set ")
+        .replace("data.", "--data-set ")
+    )
+
+
+def _check_outputs(out: Path | None, folders: Path | None, force: bool) -> None:
+    from dcframe.tools.clusters.output import check_folders, check_table_file
+
+    if out is not None:
+        check_table_file(out, force)
+    if folders is not None:
+        check_folders(folders, force)
+
+
+def _write(table: ImageClusters, out: Path | None, folders: Path | None, copy: bool) -> None:
+    """The table to ``out`` (stdout without ``out`` and ``folders``), the folders to
+    ``folders``, and a summary on stderr."""
+    from dcframe.tools.clusters.output import describe, sort_into_folders, write_csv, write_table
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if out is None and folders is None:
+        write_csv(table, sys.stdout)
+        return
+    counts = describe(table)
+    left_out = f", {counts['left_out']} left out as unreadable" if counts["left_out"] else ""
+    summary = f"{counts['images']} images in {counts['clusters']} clusters{left_out}"
+    if out is not None:
+        write_table(table, out)
+        err.print(f"wrote {escape(str(out))}: {summary}")
+    if folders is not None:
+        made = sort_into_folders(table, folders, copy)
+        how = "copies" if copy else "links"
+        err.print(f"sorted into {len(made)} folders of {how} in {escape(str(folders))}: {summary}")
