@@ -1,12 +1,13 @@
 """dcframe: DeepCluster, faithful to the paper, fast and pleasant to extend.
 
-The public Python API is four names, each imported on first use (so ``import dcframe``
+The public Python API is five names, each imported on first use (so ``import dcframe``
 does not import torch):
 
 * :func:`dcframe.load_recipe`: read and validate a recipe file (with ``--set``-style overrides).
 * :func:`dcframe.train`: run or resume it; returns the run directory.
 * :func:`dcframe.load_backbone`: a run's (or an official checkpoint's) trunk as a frozen
   feature extractor.
+* :func:`dcframe.load_clustering`: a run's clusters as a model that places new images in them.
 * ``dcframe.registries``: the component registries (:mod:`dcframe.core.kinds`), for listing or
   adding components.
 
@@ -21,12 +22,19 @@ from typing import TYPE_CHECKING, Any
 from dcframe.core.version import __version__
 
 if TYPE_CHECKING:
-    from dcframe.api import load_backbone, load_recipe, train
+    from dcframe.api import load_backbone, load_clustering, load_recipe, train
     from dcframe.core import kinds as registries
 
-__all__ = ["__version__", "load_backbone", "load_recipe", "registries", "train"]
+__all__ = [
+    "__version__",
+    "load_backbone",
+    "load_clustering",
+    "load_recipe",
+    "registries",
+    "train",
+]
 
-_API = ("load_backbone", "load_recipe", "train")
+_API = ("load_backbone", "load_clustering", "load_recipe", "train")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,9 @@
-"""The Python API: load a recipe, train, and use the trained trunk as a feature extractor.
+"""The Python API: load a recipe, train, use the trained trunk as a feature extractor, and
+place new images in a run's clusters.
 
 The same functions are reachable from the package itself (``dcframe.load_recipe``,
-``dcframe.train``, ``dcframe.load_backbone``), which imports this module only when one of
-them is first used, so ``import dcframe`` stays cheap:
+``dcframe.train``, ``dcframe.load_backbone``, ``dcframe.load_clustering``), which imports
+this module only when one of them is first used, so ``import dcframe`` stays cheap:
 
 ```python
 import dcframe
@@ -11,6 +12,8 @@ recipe = dcframe.load_recipe("recipes/quickstart.toml", ["run.epochs=2"])
 run = dcframe.train(recipe)
 model = dcframe.load_backbone(run.path)
 features = model(batch)  # (B, feature_dim), the clustering feature
+placed = dcframe.load_clustering(run.path).assign(["photo.jpg", "more/photos/"])
+placed.clusters[0], placed.distances  # cluster and distance to its centroid, per image
 ```
 """
 
@@ -26,6 +29,7 @@ from torch import nn
 if TYPE_CHECKING:
     from dcframe.core.interfaces import Backbone
     from dcframe.store.rundir import RunDirectory
+    from dcframe.clusters.model import ClusterModel
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:
@@ -137,3 +141,28 @@ def load_backbone(run_dir_or_checkpoint: str | Path, epoch: int | None = None) -
     options = ModelOptions(path=str(run_dir_or_checkpoint), epoch=epoch)
     loaded = load_model(options)
     return FeatureExtractor(loaded.backbone, loaded.info)
+
+
+def load_clustering(run_dir_or_file: str | Path, epoch: int | None = None) -> ClusterModel:
+    """An epoch's clustering of a run, as a model whose ``assign(images)`` places new images
+    in its clusters (what ``dcframe assign`` does).
+
+    The images go through the trunk as it was when that epoch clustered the run's images,
+    the fitted preprocessing and the centroids of every head (``clusterer.k`` and each
+    ``extra_k``). ``assign`` takes image files, folders (searched recursively), PIL images
+    or a dcframe dataset, and returns an ``ImageClusters``: ``clusters`` (heads x N, -1
+    for an image skipped as unreadable), ``distances`` (N, Euclidean, to the first head's
+    centroid), ``ranks()``, ``ids`` and ``rows()``.
+
+    Args:
+        run_dir_or_file: A run directory, or a ``clusters/epoch_NNNN.npz`` file.
+        epoch: With a run directory, the epoch (default: the last finished); a run keeps
+            the latest epoch's clustering and every ``run.keep_clusters_every``-th.
+
+    Raises:
+        dcframe.core.errors.UserError: not a run, an epoch not kept, or a clustering whose
+            plugin preprocessing or clusterer cannot place new images.
+    """
+    from dcframe.clusters.model import load_clustering as load
+
+    return load(run_dir_or_file, epoch)

@@ -1,5 +1,5 @@
 """``dcframe clusters`` and ``dcframe assign``: a run's clusters as a table or as folders,
-and new images placed in them (:mod:`dcframe.tools.clusters`)."""
+and new images placed in them (:mod:`dcframe.clusters`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dcframe.core.registry import plugin_output_to_stderr
 
 if TYPE_CHECKING:
     from dcframe.core.interfaces import Dataset
-    from dcframe.tools.clusters.listing import ImageClusters
+    from dcframe.clusters.listing import ImageClusters
 
 RunDir = Annotated[
     Path,
@@ -77,7 +77,7 @@ def clusters(
 ) -> None:
     """List every image of a run with its cluster: path (or id), cluster, distance to the
     centroid, rank in the cluster (1: nearest), label, and the extra heads' clusters."""
-    from dcframe.tools.clusters.listing import run_clusters
+    from dcframe.clusters.listing import run_clusters
 
     _check_outputs(out, folders, force)
     with plugin_output_to_stderr():
@@ -132,7 +132,7 @@ def assign(
     """Place new images in a run's clusters: each through the trunk, the preprocessing and
     the centroids of the run's epoch; the output is as for `dcframe clusters`."""
     from dcframe.core.progress import Reporter
-    from dcframe.tools.clusters.model import load_clustering
+    from dcframe.clusters.model import load_clustering
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {device!r}: use cpu, cuda or auto")
@@ -181,7 +181,7 @@ def _in_flags(message: str) -> str:
 
 
 def _check_outputs(out: Path | None, folders: Path | None, force: bool) -> None:
-    from dcframe.tools.clusters.output import check_folders, check_table_file
+    from dcframe.clusters.output import check_folders, check_table_file
 
     if out is not None:
         check_table_file(out, force)
@@ -192,7 +192,7 @@ def _check_outputs(out: Path | None, folders: Path | None, force: bool) -> None:
 def _write(table: ImageClusters, out: Path | None, folders: Path | None, copy: bool) -> None:
     """The table to ``out`` (stdout without ``out`` and ``folders``), the folders to
     ``folders``, and a summary on stderr."""
-    from dcframe.tools.clusters.output import describe, sort_into_folders, write_csv, write_table
+    from dcframe.clusters.output import describe, sort_into_folders, write_csv, write_table
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if out is None and folders is None:

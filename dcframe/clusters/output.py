@@ -15,7 +15,7 @@ import numpy as np
 
 from dcframe.core.errors import UserError
 from dcframe.core.files import atomic_write_bytes, user_error_for
-from dcframe.tools.clusters.listing import ImageClusters
+from dcframe.clusters.listing import ImageClusters
 
 FORMATS = {".csv": "CSV", ".jsonl": "JSON Lines", ".parquet": "Parquet"}
 PARQUET_HINT = "pip install 'dcframe[parquet]'"

@@ -1,9 +1,9 @@
 """Images and their clusters, as a table: one row per image, whatever produced them.
 
 :func:`run_clusters` reads a run's own clustering of an epoch (``dcframe clusters``);
-:meth:`dcframe.tools.clusters.model.ClusterModel.assign` places new images
+:meth:`dcframe.clusters.model.ClusterModel.assign` places new images
 (``dcframe assign``). Both give an :class:`ImageClusters`, which the writers of
-:mod:`dcframe.tools.clusters.output` turn into a file or folders.
+:mod:`dcframe.clusters.output` turn into a file or folders.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from dcframe.engine.setup import with_k
 from dcframe.evaluation.data import ImageSubset
 from dcframe.store import clusterings
 from dcframe.store.trained import load_weights
-from dcframe.tools.clusters.listing import (
+from dcframe.clusters.listing import (
     ImageClusters,
     finished_epochs,
     from_dataset,
