@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from dcframe.clusters.model import ClusterModel
     from dcframe.core.interfaces import Backbone
     from dcframe.store.rundir import RunDirectory
-    from dcframe.clusters.model import ClusterModel
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:

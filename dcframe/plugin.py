@@ -13,7 +13,13 @@ Names here are stable across dcframe versions; the modules they come from are no
 from __future__ import annotations
 
 from dcframe.components.backbones.sobel import Sobel
-from dcframe.core.clustering import check_device, check_k, float32_rows, import_faiss
+from dcframe.core.clustering import (
+    check_device,
+    check_k,
+    float32_rows,
+    import_faiss,
+    nearest_centroids,
+)
 from dcframe.core.contract import (
     check_backbone,
     check_clusterer,
@@ -33,6 +39,7 @@ from dcframe.core.interfaces import (
     Dataset,
     EpochRecord,
     Logger,
+    Placement,
     Preprocessor,
     RunInfo,
     Sampler,
@@ -63,6 +70,7 @@ __all__ = [
     "Logger",
     "NoParams",
     "Params",
+    "Placement",
     "Preprocessor",
     "RunInfo",
     "Sampler",
@@ -81,4 +89,5 @@ __all__ = [
     "check_sampler",
     "float32_rows",
     "import_faiss",
+    "nearest_centroids",
 ]

@@ -16,8 +16,8 @@ from dcframe.core.errors import UserError
 from dcframe.core.registry import plugin_output_to_stderr
 
 if TYPE_CHECKING:
-    from dcframe.core.interfaces import Dataset
     from dcframe.clusters.listing import ImageClusters
+    from dcframe.core.interfaces import Dataset
 
 RunDir = Annotated[
     Path,
@@ -131,8 +131,8 @@ def assign(
 ) -> None:
     """Place new images in a run's clusters: each through the trunk, the preprocessing and
     the centroids of the run's epoch; the output is as for `dcframe clusters`."""
-    from dcframe.core.progress import Reporter
     from dcframe.clusters.model import load_clustering
+    from dcframe.core.progress import Reporter
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {device!r}: use cpu, cuda or auto")

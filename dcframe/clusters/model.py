@@ -24,6 +24,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from dcframe.clusters.listing import (
+    ImageClusters,
+    finished_epochs,
+    from_dataset,
+    run_directory,
+)
 from dcframe.components.datasets._files import IMAGE_EXTENSIONS
 from dcframe.core import kinds
 from dcframe.core.errors import UserError
@@ -38,12 +44,6 @@ from dcframe.engine.setup import with_k
 from dcframe.evaluation.data import ImageSubset
 from dcframe.store import clusterings
 from dcframe.store.trained import load_weights
-from dcframe.clusters.listing import (
-    ImageClusters,
-    finished_epochs,
-    from_dataset,
-    run_directory,
-)
 
 #: What :meth:`ClusterModel.assign` takes: image files, folders of images (searched
 #: recursively), PIL images, or any dcframe dataset.

@@ -13,9 +13,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from dcframe.clusters.listing import ImageClusters
 from dcframe.core.errors import UserError
 from dcframe.core.files import atomic_write_bytes, user_error_for
-from dcframe.clusters.listing import ImageClusters
 
 FORMATS = {".csv": "CSV", ".jsonl": "JSON Lines", ".parquet": "Parquet"}
 PARQUET_HINT = "pip install 'dcframe[parquet]'"

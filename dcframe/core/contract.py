@@ -116,6 +116,26 @@ def check_preprocessor(cls: type[Preprocessor], params: Any = None) -> None:
         assert np.isfinite(y).all(), "transform produced NaN or inf"
         outputs.append(y)
     np.testing.assert_array_equal(outputs[0], outputs[1], err_msg="same input, different output")
+    _check_saved_state(cls, step, params, x, outputs[0])
+
+
+def _check_saved_state(
+    cls: type[Preprocessor], step: Preprocessor, params: Any, x: np.ndarray, y: np.ndarray
+) -> None:
+    """A fitted step's ``state_arrays`` make a fresh step that transforms alike (a step that
+    cannot save its state passes: its runs only cannot assign new images)."""
+    try:
+        arrays = step.state_arrays()
+    except NotImplementedError:
+        return
+    assert all(isinstance(v, np.ndarray) for v in arrays.values()), (
+        "state_arrays must return numpy arrays (saved without pickle)"
+    )
+    fresh = cls(_params(cls, params, dim=8))
+    fresh.load_state_arrays({k: v.copy() for k, v in arrays.items()})
+    np.testing.assert_array_equal(
+        fresh.transform(x), y, err_msg="a step loaded from state_arrays transforms otherwise"
+    )
 
 
 def check_clusterer(cls: type[Clusterer], params: Any = None) -> None:
@@ -133,6 +153,14 @@ def check_clusterer(cls: type[Clusterer], params: Any = None) -> None:
     assert first.centroids.shape == (4, x.shape[1]), "centroids must be (k, d)"
     assert first.centroids.dtype == np.float32, "centroids must be float32"
     np.testing.assert_array_equal(labels, second.assignments, err_msg="same seed, new labels")
+    if type(clusterer).assign is not Clusterer.assign:  # optional: places new rows
+        placed = clusterer.assign(x, first.centroids, "cpu")
+        np.testing.assert_array_equal(
+            placed.assignments, labels, err_msg="assign of the clustered rows changes clusters"
+        )
+        assert placed.distances.shape == (len(x),) and (placed.distances >= 0).all(), (
+            "assign's distances: (N,) squared distances, >= 0"
+        )
     try:
         cls(_params(cls, params, k=len(x) + 1)).cluster(x, seed=3, device="cpu")
     except UserError:
