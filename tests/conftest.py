@@ -7,16 +7,20 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from dcframe import recipe, registries
+from dcframe import engine, recipe, registries
 from dcframe.cli import main
+from dcframe.core.progress import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,3 +198,66 @@ def one_process(recipe_file: Path) -> Path:
     done = dcframe("run", str(recipe_file), "--quiet", "--set", "run.name=one", *EXACT)
     assert done.returncode == 0, done.stderr
     return recipe_file.parent / "runs" / "one"
+
+
+# ------------------------------------------------------------ image files, shards, lists
+
+
+def save_png(path: Path, value: int, size: tuple[int, int] = (6, 5)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
+    return path
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def format_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One epoch of the tiny recipe on the 360 test digits as PNG class folders, as two
+    tar shards and as a file list (the same images in the same order), in this process."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("formats")
+    digits = load_digits()
+    pixels = np.round(digits.images[::5] * 255 / 16).astype(np.uint8)  # the 360 test digits
+    labels = digits.target[::5]
+    images = folder / "folder"
+    names = []
+    for i in np.argsort(labels, kind="stable"):  # the folder's order: class, then name
+        names.append(f"{labels[i]}/{i:04d}.png")
+        (images / names[-1]).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[i]).convert("RGB").save(images / names[-1])
+    half = len(names) // 2
+    for shard, part in enumerate((names[:half], names[half:])):
+        members = []
+        for name in part:
+            key = name.replace("/", "_").removesuffix(".png")
+            members += [
+                (f"{key}.png", (images / name).read_bytes()),
+                (f"{key}.cls", name[0].encode()),
+            ]
+        write_shard(folder / f"digits-{shard}.tar", members)
+    (folder / "list.txt").write_text("".join(f"folder/{n}\t{n[0]}\n" for n in names))
+    tables = {
+        "imagefolder": f'root = "{images}"',
+        "webdataset": f'shards = "{folder}/digits-{{0..1}}.tar"',
+        "filelist": f'path = "{folder}/list.txt"',
+    }
+    runs = {}
+    for name, table in tables.items():
+        text = TINY_RECIPE.format(output_dir=folder / "runs").replace(
+            'name = "sklearn-digits"\nsplit = "test"', f'name = "{name}"\n{table}'
+        )
+        path = folder / f"{name}.toml"
+        path.write_text(text.replace('name = "tiny"', f'name = "{name}"'))
+        runs[name] = engine.run(
+            recipe.load(path, ["run.epochs=1"]), reporter=Reporter(quiet=True)
+        ).path
+    return runs

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcframe import engine, recipe
 from dcframe.components.datasets import (
     Cifar10,
     Cifar100,
@@ -31,29 +30,13 @@ from dcframe.components.datasets import (
 )
 from dcframe.core.contract import check_component
 from dcframe.core.errors import BadImageError, UserError
-from dcframe.core.progress import Reporter
-from tests.conftest import TINY_RECIPE, invoke
-
-
-def save_png(path: Path, value: int, size: tuple[int, int] = (6, 5)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
-    return path
+from tests.conftest import invoke, save_png, write_shard
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
-
-
-def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 # ------------------------------------------------------------------------ imagefolder
@@ -276,43 +259,12 @@ def test_every_format_passes_the_dataset_contract(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_webdataset_filelist_and_folder_give_the_same_assignments(tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.round(digits.images[::5] * 255 / 16).astype(np.uint8)  # the 360 test digits
-    labels = digits.target[::5]
-    folder = tmp_path / "folder"
-    names = []
-    for i in np.argsort(labels, kind="stable"):  # the folder's order: class, then name
-        names.append(f"{labels[i]}/{i:04d}.png")
-        save_png(folder / names[-1], 0)
-        Image.fromarray(pixels[i]).convert("RGB").save(folder / names[-1])
-    half = len(names) // 2
-    for shard, part in enumerate((names[:half], names[half:])):
-        members = []
-        for name in part:
-            key = name.replace("/", "_").removesuffix(".png")
-            members += [
-                (f"{key}.png", (folder / name).read_bytes()),
-                (f"{key}.cls", name[0].encode()),
-            ]
-        write_shard(tmp_path / f"digits-{shard}.tar", members)
-    (tmp_path / "list.txt").write_text("".join(f"folder/{n}\t{n[0]}\n" for n in names))
-    tables = {
-        "imagefolder": f'root = "{folder}"',
-        "webdataset": f'shards = "{tmp_path}/digits-{{0..1}}.tar"',
-        "filelist": f'path = "{tmp_path}/list.txt"',
+def test_webdataset_filelist_and_folder_give_the_same_assignments(
+    format_runs: dict[str, Path],
+) -> None:
+    found = {
+        name: np.load(run / "assignments" / "epoch_0000.npy") for name, run in format_runs.items()
     }
-    found = {}
-    for name, table in tables.items():
-        text = TINY_RECIPE.format(output_dir=tmp_path / "runs").replace(
-            'name = "sklearn-digits"\nsplit = "test"', f'name = "{name}"\n{table}'
-        )
-        path = tmp_path / f"{name}.toml"
-        path.write_text(text.replace('name = "tiny"', f'name = "{name}"'))
-        run = engine.run(recipe.load(path, ["run.epochs=1"]), reporter=Reporter(quiet=True))
-        found[name] = np.load(run.path / "assignments" / "epoch_0000.npy")
     assert len(found["imagefolder"]) == 360
     np.testing.assert_array_equal(found["webdataset"], found["imagefolder"])
     np.testing.assert_array_equal(found["filelist"], found["imagefolder"])

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from dcframe.store import clusterings
 from tests.conftest import EXACT, REPO, dcframe, without_report
+from tests.test_clusters import reproduction
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +82,19 @@ def same_results(left: Path, right: Path, exact: bool = False) -> None:
             assert torch.equal(value, b_model[key]), key
         else:
             torch.testing.assert_close(b_model[key], value, rtol=0, atol=WEIGHTS_ATOL, msg=key)
+
+
+def assign_reproduces(one: Path, two: Path) -> None:
+    """Issue 25: placing a run's images with its last saved clustering gives back that
+    epoch's clusters, whether one process or two clustered them; the two saved
+    clusterings agree (centroids within float summation order)."""
+    for run in (one, two):
+        agreement, gap = reproduction(run)
+        print(f"{run.name}: agreement per head {agreement}, largest distance gap {gap:.2e}")
+        assert min(agreement) >= 0.99 and gap < 1e-4, (run, agreement, gap)
+    saved = [clusterings.load(run / "clusters" / "epoch_0001.npz") for run in (one, two)]
+    for a, b in zip(saved[0].heads, saved[1].heads, strict=True):
+        np.testing.assert_allclose(b.centroids, a.centroids, rtol=0, atol=1e-4)
 
 
 def test_two_processes_equal_one_process(recipe_file: Path, one_process: Path) -> None:
@@ -229,6 +244,7 @@ def test_extra_heads_train_alike_in_two_processes(recipe_file: Path) -> None:
     assert two.returncode == 0, two.stderr
     runs = recipe_file.parent / "runs"
     same_results(runs / "heads-one", runs / "heads-two")
+    assign_reproduces(runs / "heads-one", runs / "heads-two")
 
 
 def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_file: Path) -> None:
@@ -242,6 +258,7 @@ def test_a_distributed_clusterer_clusters_the_shards_like_one_process(recipe_fil
     assert two.returncode == 0, two.stderr
     runs = recipe_file.parent / "runs"
     same_results(runs / "tk-one", runs / "tk-two")
+    assign_reproduces(runs / "tk-one", runs / "tk-two")
 
 
 def test_dcframe_run_nproc_launches_through_torchrun(recipe_file: Path, one_process: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -18,6 +19,7 @@ from dcframe.report.embed import png_uri, svg_uri, thumbnail_uri
 from dcframe.report.explorer import TRAINING_SEEDS, explore, pick_images
 from dcframe.report.page import Section, figure, note, table
 from dcframe.report.run_data import RunData
+from dcframe.store import clusterings
 
 GALLERY_SIDE = 52
 INDEX_SIDE = 32
@@ -181,6 +183,31 @@ def _card(ctx: Context, shown: Shown) -> str:
     )
 
 
+def _export_commands(ctx: Context) -> str:
+    """A line naming the commands that export the clusters shown: every image's cluster,
+    one folder per cluster, new images placed in them (:mod:`dcframe.clusters`)."""
+    run = shlex.quote(str(ctx.run.path))
+    last = ctx.run.epochs[-1]
+    shown = f" --epoch {ctx.epoch}" if ctx.epoch != last else ""
+    assign, where = "", "new images"
+    if ctx.epoch == last:
+        pass
+    elif ctx.epoch in clusterings.kept_epochs(ctx.run.path):
+        assign = shown
+    else:
+        where = f"new images, in the clusters of epoch {last} (epoch {ctx.epoch}'s were not kept)"
+
+    def code(command: str) -> str:
+        return f"<code>{escape(command)}</code>"
+
+    return (
+        f'<p class="note">Every image\'s cluster: '
+        f"{code(f'dcframe clusters {run}{shown} --out clusters.csv')}; one folder per cluster: "
+        f"{code(f'dcframe clusters {run}{shown} --folders by-cluster')}; {escape(where)}: "
+        f"{code(f'dcframe assign {run}{assign} IMAGES... --out new.csv')}.</p>"
+    )
+
+
 def galleries(ctx: Context) -> Section:
     picked = pick_clusters(ctx.sizes, ctx.rng)
     if ctx.distances is not None:
@@ -208,7 +235,7 @@ def galleries(ctx: Context) -> Section:
             for c in clusters
         )
         body += f'<h3>{title}</h3><div class="cards">{cards}</div>'
-    return Section("galleries", "Cluster galleries", body)
+    return Section("galleries", "Cluster galleries", body + _export_commands(ctx))
 
 
 def cluster_index(ctx: Context) -> Section:
@@ -254,7 +281,7 @@ def cluster_index(ctx: Context) -> Section:
     if len(filled) > INDEX_THUMBNAIL_CLUSTERS:
         text += f" Images for the {INDEX_THUMBNAIL_CLUSTERS} largest only, to keep the file small."
     text += " Words narrow the list; every word must match."
-    return Section("index", "Cluster index", note(text) + body)
+    return Section("index", "Cluster index", note(text) + body + _export_commands(ctx))
 
 
 # --------------------------------------------------------------------------- labels
