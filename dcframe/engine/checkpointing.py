@@ -15,8 +15,8 @@ Everything is written by the main process only, while the others wait
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -125,9 +125,9 @@ class Recorder:
     k: int
     keep_every: int
     logbook: Logbook
-    recipe: str = ""  # the resolved recipe, saved with every clustering
-    keep_clusters_every: int = 0
-    _said_missing: bool = False
+    recipe: str  # the resolved recipe, saved with every clustering
+    keep_clusters_every: int
+    _said_missing: bool = field(default=False, init=False)
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -151,14 +151,18 @@ class Recorder:
             )
 
         def write() -> None:
-            assert heads[0].distances is not None  # on the main process
-            self.rundir.save_distances(epoch, heads[0].distances)
+            # the distances exist on the main process, where this runs
+            distances = [cast(np.ndarray, head.distances) for head in heads]
+            self.rundir.save_distances(epoch, distances[0])
             trunk = {
                 name: value.detach().cpu().numpy()
                 for name, value in self.trainer.backbone.state_dict().items()
                 if not name.startswith(TOP_LAYER)
             }
-            saved = [SavedHead(h.centroids, h.assignment, h.distances) for h in heads]  # type: ignore[arg-type]
+            saved = [
+                SavedHead(h.centroids, h.assignment, d)
+                for h, d in zip(heads, distances, strict=True)
+            ]
             self.rundir.save_clustering(
                 SavedClustering(epoch, self.recipe, trunk, steps, saved, tuple(missing))
             )
