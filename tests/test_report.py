@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 from dcframe import engine, recipe
 from dcframe.core.metrics_file import json_line
 from dcframe.core.progress import Reporter
+from dcframe.report import sections
 from dcframe.report.clusters import label_stats, match_clusters
 from dcframe.store.lock import locked
 from tests.conftest import REPO, invoke
@@ -187,6 +189,34 @@ def test_galleries_show_members_nearest_first(tmp_path: Path) -> None:
     assert "nearest to the centroid" in page
     stability = page[page.index('<section id="stability">') :]
     assert "stability" in stability
+
+
+def test_cluster_sections_name_the_export_commands(tmp_path: Path) -> None:
+    """The galleries and the index say how to get every image's cluster, one folder per
+    cluster and new images placed, with the run's own path; --epoch for an earlier epoch."""
+    assignment = np.arange(360) % 20
+    run = fake_run(tmp_path / "exported", [assignment, assignment], None, 2)
+    assert invoke("report", str(run)).code == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    for anchor in ("galleries", "index"):
+        section = page[page.index(f'<section id="{anchor}">') :]
+        section = section[: section.index("</section>")]
+        assert f"<code>dcframe clusters {run} --out clusters.csv</code>" in section, anchor
+        assert f"<code>dcframe clusters {run} --folders by-cluster</code>" in section, anchor
+        assert f"<code>dcframe assign {run} IMAGES... --out new.csv</code>" in section, anchor
+    # An earlier epoch: its own clusters listed, new images placed in the last epoch's
+    # clusters unless the run kept the earlier epoch's (run.keep_clusters_every).
+    earlier = SimpleNamespace(run=SimpleNamespace(path=run, epochs=[0, 1]), epoch=0)
+    line = sections._export_commands(earlier)  # type: ignore[arg-type]
+    assert f"<code>dcframe clusters {run} --epoch 0 --out clusters.csv</code>" in line
+    assert "new images, in the clusters of epoch 1 (epoch 0&#x27;s were not kept)" in line
+    assert f"<code>dcframe assign {run} IMAGES... --out new.csv</code>" in line
+    (run / "clusters").mkdir()
+    (run / "clusters" / "epoch_0000.npz").touch()
+    line = sections._export_commands(earlier)  # type: ignore[arg-type]
+    assert (
+        f"new images: <code>dcframe assign {run} --epoch 0 IMAGES... --out new.csv</code>" in line
+    )
 
 
 def test_report_of_a_run_in_progress(tmp_path: Path) -> None:
