@@ -149,17 +149,14 @@ def assign(
     with plugin_output_to_stderr():
         model = load_clustering(run_dir, epoch)
         source = [str(path) for path in images] if images else _dataset(data, data_set or [])
-        try:
-            table = model.assign(
-                source,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                on_bad_image=on_bad_image.value,
-                reporter=reporter,
-            )
-        except UserError as error:
-            raise UserError(_in_flags(str(error))) from error
+        table = model.assign(
+            source,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            on_bad_image=on_bad_image.value,
+            reporter=reporter,
+        )
     _write(table, out, folders, copy)
 
 
@@ -169,15 +166,6 @@ def _dataset(name: str | None, pairs: list[str]) -> Dataset:
 
     assert name is not None
     return named_dataset(name, pairs)
-
-
-def _in_flags(message: str) -> str:
-    """A message that names recipe settings, in this command's flags."""
-    return (
-        message.replace('set data.on_bad_image = "skip"', "use --on-bad-image skip")
-        .replace("--set data.", "--data-set ")
-        .replace("data.", "--data-set ")
-    )
 
 
 def _check_outputs(out: Path | None, folders: Path | None, force: bool) -> None:
@@ -200,7 +188,8 @@ def _write(table: ImageClusters, out: Path | None, folders: Path | None, copy: b
         return
     counts = describe(table)
     left_out = f", {counts['left_out']} left out as unreadable" if counts["left_out"] else ""
-    summary = f"{counts['images']} images in {counts['clusters']} clusters{left_out}"
+    summary = f"{_count(counts['images'], 'image')} in {_count(counts['clusters'], 'cluster')}"
+    summary += left_out
     if out is not None:
         write_table(table, out)
         err.print(f"wrote {escape(str(out))}: {summary}")
@@ -208,3 +197,7 @@ def _write(table: ImageClusters, out: Path | None, folders: Path | None, copy: b
         made = sort_into_folders(table, folders, copy)
         how = "copies" if copy else "links"
         err.print(f"sorted into {len(made)} folders of {how} in {escape(str(folders))}: {summary}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -102,7 +102,8 @@ def check_folders(folder: Path, force: bool) -> None:
 def sort_into_folders(table: ImageClusters, folder: Path, copy: bool = False) -> list[Path]:
     """One folder per non-empty cluster of the first head, the largest first (named
     ``001-cluster-17-342-images``), each holding its images nearest to the centroid first
-    in name order (``0001-<name>``): links to the files, copies with ``copy``, and PNG files
+    in name order (``001-<name>``: the rank, as many digits as the cluster's size has):
+    links to the files, copies with ``copy``, and PNG files
     of the images that have no file of their own (arrays, tar shards). Images left out as
     unreadable are in no folder. Returns the folders, in order.
 

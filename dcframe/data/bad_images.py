@@ -97,6 +97,7 @@ class BadImagePolicy:
         num_images: Size of the dataset.
         skipped: Dataset index -> (path, reason) of every image left out.
         reporter: Where the warnings go.
+        how_to_skip: The advice that ends the "fail" message: how to skip instead.
     """
 
     on_bad_image: Literal["fail", "skip"] = "fail"
@@ -104,6 +105,10 @@ class BadImagePolicy:
     num_images: int = 0
     skipped: dict[int, tuple[str, str]] = field(default_factory=dict)
     reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
+    how_to_skip: str = (
+        'set data.on_bad_image = "skip" to leave unreadable images out '
+        "(`dcframe data check RECIPE` lists them all)"
+    )
 
     def check(self, unreadable: list[Unreadable]) -> None:
         """Apply the policy to the unreadable images of one batch.
@@ -117,8 +122,7 @@ class BadImagePolicy:
         if self.on_bad_image == "fail":
             raise UserError(
                 f"cannot read image {first.path!r} ({first.reason}); remove or "
-                'replace the file, or set data.on_bad_image = "skip" to leave unreadable '
-                "images out (`dcframe data check RECIPE` lists them all)"
+                f"replace the file, or {self.how_to_skip}"
             )
         for bad in unreadable:
             if bad.index not in self.skipped:
