@@ -164,7 +164,14 @@ class Recorder:
                 for h, d in zip(heads, distances, strict=True)
             ]
             self.rundir.save_clustering(
-                SavedClustering(epoch, self.recipe, trunk, steps, saved, tuple(missing))
+                SavedClustering(
+                    epoch=epoch,
+                    recipe=self.recipe,
+                    trunk=trunk,
+                    steps=steps,
+                    heads=saved,
+                    missing=tuple(missing),
+                )
             )
             if missing and not self._said_missing:
                 self._said_missing = True
