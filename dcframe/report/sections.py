@@ -190,11 +190,9 @@ def _export_commands(ctx: Context) -> str:
     last = ctx.run.epochs[-1]
     shown = f" --epoch {ctx.epoch}" if ctx.epoch != last else ""
     assign, where = "", "new images"
-    if ctx.epoch == last:
-        pass
-    elif ctx.epoch in clusterings.kept_epochs(ctx.run.path):
+    if ctx.epoch != last and ctx.epoch in clusterings.kept_epochs(ctx.run.path):
         assign = shown
-    else:
+    elif ctx.epoch != last:
         where = f"new images, in the clusters of epoch {last} (epoch {ctx.epoch}'s were not kept)"
 
     def code(command: str) -> str:
