@@ -23,8 +23,16 @@ RunDir = Annotated[
     Path,
     typer.Argument(
         metavar="RUN_DIR",
-        help="Run directory (the folder `dcframe run` printed), or for assign also a "
-        "clusters/epoch_NNNN.npz file.",
+        help="Run directory (the folder `dcframe run` printed).",
+        show_default=False,
+    ),
+]
+RunOrClustering = Annotated[
+    Path,
+    typer.Argument(
+        metavar="RUN_DIR",
+        help="Run directory (the folder `dcframe run` printed), or a clusters/epoch_NNNN.npz "
+        "file of one.",
         show_default=False,
     ),
 ]
@@ -33,7 +41,7 @@ Out = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Table to write: .csv, .jsonl or .parquet (pip install 'dcframe[parquet]'). "
+        help="Table to write: .csv, .jsonl or .parquet (pip install 'dcframe\\[parquet]'). "
         "Without --out and --folders, CSV on standard output.",
         show_default=False,
     ),
@@ -62,6 +70,12 @@ Epoch = Annotated[
 ]
 
 
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class BadImage(StrEnum):
     fail = "fail"
     skip = "skip"
@@ -86,11 +100,11 @@ def clusters(
 
 
 def assign(
-    run_dir: RunDir,
+    run_dir: RunOrClustering,
     images: Annotated[
         list[Path] | None,
         typer.Argument(
-            metavar="[IMAGES]...",
+            metavar="IMAGES",
             help="Image files, or folders (searched recursively).",
             show_default=False,
         ),
@@ -117,8 +131,9 @@ def assign(
     force: Force = False,
     epoch: Epoch = None,
     device: Annotated[
-        str, typer.Option("--device", help="cpu, cuda, or auto (a GPU when there is one).")
-    ] = "auto",
+        Device,
+        typer.Option("--device", help="Where the trunk runs: auto is a GPU when torch sees one."),
+    ] = Device.auto,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 128,
     workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Loader processes.")] = 0,
     on_bad_image: Annotated[
@@ -133,9 +148,8 @@ def assign(
     the centroids of the run's epoch; the output is as for `dcframe clusters`."""
     from dcframe.clusters.model import load_clustering
     from dcframe.core.progress import Reporter
+    from dcframe.evaluation.data import named_dataset
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: use cpu, cuda or auto")
     if bool(images) == (data is not None):
         raise UserError(
             "give the new images either as IMAGES (files or folders) or as --data DATASET "
@@ -145,27 +159,20 @@ def assign(
             "--data-set KEY=VALUE"
         )
     _check_outputs(out, folders, force)
-    reporter = Reporter(quiet=out is None and folders is None)
     with plugin_output_to_stderr():
         model = load_clustering(run_dir, epoch)
-        source = [str(path) for path in images] if images else _dataset(data, data_set or [])
+        source: list[str] | Dataset = (
+            [str(path) for path in images] if images else named_dataset(str(data), data_set or [])
+        )
         table = model.assign(
             source,
-            device=device,
+            device=device.value,
             batch_size=batch_size,
             workers=workers,
             on_bad_image=on_bad_image.value,
-            reporter=reporter,
+            reporter=Reporter(),  # on stderr: the CSV may be on stdout
         )
     _write(table, out, folders, copy)
-
-
-def _dataset(name: str | None, pairs: list[str]) -> Dataset:
-    """The ``--data`` dataset, built from its ``--data-set`` parameters."""
-    from dcframe.evaluation.data import named_dataset
-
-    assert name is not None
-    return named_dataset(name, pairs)
 
 
 def _check_outputs(out: Path | None, folders: Path | None, force: bool) -> None:
