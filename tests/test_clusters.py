@@ -19,8 +19,6 @@ import dcframe
 from dcframe import engine, recipe
 from dcframe.clusters.listing import ImageClusters, run_clusters, run_dataset
 from dcframe.clusters.model import load_clustering
-from dcframe.components.clusterers.faiss_kmeans import FaissKMeans
-from dcframe.core.interfaces import Clusterer
 from dcframe.core.progress import Reporter
 from dcframe.store.rundir import RunDirectory
 from tests.conftest import TINY_RECIPE, invoke, make_distribution
@@ -242,19 +240,9 @@ def test_bad_input_gets_a_message_and_exit_code_2(digits_run: Path, tmp_path: Pa
     assert (tmp_path / "exists.csv").read_text() == "keep me"
 
 
-def test_a_clusterer_without_assign_is_named(
-    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(FaissKMeans, "assign", Clusterer.assign)
-    done = invoke("assign", str(digits_run), str(tmp_path))
-    assert done.code == 2
-    assert "'faiss-kmeans' (FaissKMeans) does not implement assign()" in done.stderr
-    assert invoke("clusters", str(digits_run)).code == 0  # the run's own images still list
-
-
 CENTRE_MODULE = """
 import numpy as np
-from dcframe.plugin import Preprocessor
+from dcframe.plugin import Clusterer, ClustererParams, Clustering, Preprocessor, nearest_centroids
 
 
 class Centre(Preprocessor):
@@ -268,26 +256,43 @@ class Centre(Preprocessor):
 
     def transform(self, x):
         return (x - self.mean).astype(np.float32)
+
+
+class FirstRows(Clusterer):
+    '''The first k rows as centroids, each row to the nearest; assign() left out.'''
+
+    Params = ClustererParams
+
+    def cluster(self, x, seed, device):
+        centroids = np.ascontiguousarray(x[: self.k], dtype=np.float32)
+        placed = nearest_centroids(x, centroids, device)
+        return Clustering(placed.assignments, float(placed.distances.sum()), centroids)
 """
 
 
-def test_a_plugin_step_without_saved_state_is_named(
+def test_a_plugin_step_and_clusterer_without_saved_state_are_named(
     plugin_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_distribution(
         plugin_path,
         "dcframe-centre",
         "0.1",
-        {"dcframe.preprocessors": {"centre": "dcframe_centre_r4:Centre"}},
+        {
+            "dcframe.preprocessors": {"centre": "dcframe_centre_r4:Centre"},
+            "dcframe.clusterers": {"first-rows": "dcframe_centre_r4:FirstRows"},
+        },
         {"dcframe_centre_r4": CENTRE_MODULE},
     )
     path = tmp_path / "tiny.toml"
     text = TINY_RECIPE.format(output_dir=tmp_path / "runs")
-    path.write_text(text.replace('[[preprocess]]\nname = "l2"', '[[preprocess]]\nname = "centre"'))
+    text = text.replace('[[preprocess]]\nname = "l2"', '[[preprocess]]\nname = "centre"')
+    path.write_text(text.replace('name = "faiss-kmeans"', 'name = "first-rows"'))
     run = engine.run(recipe.load(path, ["run.epochs=1"]), reporter=Reporter()).path
-    assert "preprocess[1] (Centre) has no state_arrays()" in capsys.readouterr().err
+    warned = capsys.readouterr().err
+    missing = ("preprocess[1] (Centre) has no state_arrays()", "FirstRows", "implement assign()")
+    assert all(text in warned for text in missing), warned
     done = invoke("assign", str(run), "--data", "sklearn-digits", "--data-set", "split=test")
-    assert done.code == 2 and "preprocess[1] (Centre) has no state_arrays()" in done.stderr
+    assert done.code == 2 and all(text in done.stderr for text in missing), done.stderr
     assert invoke("clusters", str(run)).code == 0
 
 

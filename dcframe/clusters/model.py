@@ -289,11 +289,19 @@ def _model(saved: clusterings.SavedClustering, source: Path) -> ClusterModel:
     """The components of ``saved``'s recipe, with its weights and fitted state."""
     from dcframe.recipe import validate
 
-    cannot = f"{source}: new images cannot be placed in these clusters"
-    unsaved = [reason for reason in saved.missing if reason.startswith("preprocess")]
-    if unsaved:
-        raise UserError(f"{cannot}: {'; '.join(unsaved)} (a plugin that did not save its state)")
     recipe = validate(tomllib.loads(saved.recipe))
+    clusterer = kinds.clusterers.get(recipe.clusterer.name).cls(recipe.clusterer)
+    problems = [reason for reason in saved.missing if reason.startswith("preprocess")]
+    if type(clusterer).assign is Clusterer.assign:
+        problems.append(
+            f"the clusterer {recipe.clusterer.name!r} ({type(clusterer).__name__}) does not "
+            "implement assign(), so its clusters are not defined for new images"
+        )
+    if problems:
+        raise UserError(
+            f"{source}: new images cannot be placed in these clusters: {'; '.join(problems)} "
+            "(a plugin's component lacks it; `dcframe clusters` still lists the run's images)"
+        )
     backbone = kinds.backbones.get(recipe.backbone.name).cls(recipe.backbone)
     load_weights(backbone, {k: torch.from_numpy(v) for k, v in saved.trunk.items()}, source)
     backbone.eval().requires_grad_(False)
@@ -305,13 +313,6 @@ def _model(saved: clusterings.SavedClustering, source: Path) -> ClusterModel:
             raise UserError(
                 f"{source}: preprocess[{i}]'s saved state is damaged ({error})"
             ) from error
-    clusterer = kinds.clusterers.get(recipe.clusterer.name).cls(recipe.clusterer)
-    if type(clusterer).assign is Clusterer.assign:
-        raise UserError(
-            f"{cannot}: the clusterer {recipe.clusterer.name!r} ({type(clusterer).__name__}) "
-            "does not implement assign(), so its clusters are not defined for new images "
-            "(`dcframe clusters` still lists the run's own images)"
-        )
     extra = [with_k(clusterer, head.k) for head in saved.heads[1:]]
     return ClusterModel(
         epoch=saved.epoch,
