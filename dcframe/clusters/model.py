@@ -30,7 +30,7 @@ from dcframe.clusters.listing import (
     from_dataset,
     run_directory,
 )
-from dcframe.components.datasets._files import IMAGE_EXTENSIONS
+from dcframe.components.datasets import IMAGE_EXTENSIONS
 from dcframe.core import kinds
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Preprocessor
