@@ -215,6 +215,8 @@ def test_bad_input_gets_a_message_and_exit_code_2(digits_run: Path, tmp_path: Pa
     (tmp_path / "exists.csv").write_text("keep me")
     damaged = tmp_path / "damaged.npz"
     damaged.write_bytes((digits_run / "clusters" / "epoch_0002.npz").read_bytes()[:5000])
+    copy = Path(shutil.copytree(digits_run, tmp_path / "copy"))
+    (copy / "assignments" / "epoch_0000.npy").write_bytes(b"\x93NUMPY cut")
     cases = {
         "not a dcframe run directory": ("clusters", str(tmp_path)),
         "does not exist": ("assign", str(tmp_path / "nowhere"), str(tmp_path)),
@@ -222,6 +224,7 @@ def test_bad_input_gets_a_message_and_exit_code_2(digits_run: Path, tmp_path: Pa
             "assign", run, "--epoch", "0", str(tmp_path)
         ),
         "no clustering of epoch 7": ("clusters", run, "--epoch", "7"),
+        "epoch_0000.npy (": ("clusters", str(copy), "--epoch", "0"),
         "not a clustering saved by dcframe": ("assign", str(damaged), str(tmp_path)),
         "the extension says the format": ("clusters", run, "--out", str(tmp_path / "x.txt")),
         "exists; choose another name, or --force": (

@@ -148,15 +148,20 @@ def finished_epochs(rundir: RunDirectory) -> int:
     return finished
 
 
-def run_dataset(rundir: RunDirectory) -> Dataset:
+def run_recipe(rundir: RunDirectory) -> Any:
+    """The run's saved recipe, validated."""
+    from dcframe.recipe import validate
+
+    return validate(tomllib.loads(rundir.recipe_path.read_text(encoding="utf-8")))
+
+
+def run_dataset(rundir: RunDirectory, recipe: Any = None) -> Dataset:
     """The run's dataset, built from its saved recipe.
 
     Raises:
         UserError: the data is gone or moved (the dataset's own message, naming the run).
     """
-    from dcframe.recipe import validate
-
-    recipe = validate(tomllib.loads(rundir.recipe_path.read_text(encoding="utf-8")))
+    recipe = recipe or run_recipe(rundir)
     try:
         return kinds.datasets.get(recipe.data.name).cls(recipe.data)
     except UserError as error:
@@ -173,33 +178,32 @@ def run_clusters(run_dir: Path, epoch: int | None = None) -> ImageClusters:
     clustering the run keeps (``clusters/``) add the heads of ``clusterer.extra_k``.
 
     Raises:
-        UserError: not a run, no such epoch, or the run's images changed since.
+        UserError: not a run, no such epoch, a damaged file, or the run's images changed.
     """
     rundir = run_directory(run_dir)
     finished = finished_epochs(rundir)
     epoch = finished - 1 if epoch is None else epoch
-    path = rundir.assignment_path(epoch)
-    if not path.is_file():
+    if not rundir.assignment_path(epoch).is_file():
         raise UserError(
             f"--epoch {epoch}: {rundir.path} has no clustering of epoch {epoch} (it has "
             f"finished epochs 0 to {finished - 1}); leave out --epoch for the last"
         )
-    saved_path = rundir.clustering_path(epoch)
-    if saved_path.is_file():
-        saved = clusterings.load(saved_path)
+    recipe = run_recipe(rundir)
+    if rundir.clustering_path(epoch).is_file():
+        saved = clusterings.load(rundir.clustering_path(epoch))
         ks = [head.k for head in saved.heads]
         clusters = np.stack([head.assignment for head in saved.heads])
         squared = saved.heads[0].distances
     else:  # an epoch whose clustering was not kept: its first head only
-        clusters = rundir.load_assignment(epoch)[None]
-        distances_path = rundir.distances_path(epoch)
+        ks = [recipe.clusterer.k]
+        clusters = _saved_array(rundir.assignment_path(epoch))[None]
+        distances = rundir.distances_path(epoch)
         squared = (
-            np.load(distances_path, allow_pickle=False)
-            if distances_path.is_file()
+            _saved_array(distances)
+            if distances.is_file()
             else np.full(clusters.shape[1], np.nan, np.float32)
         )
-        ks = [_k_of(rundir, int(clusters.max()) + 1)]
-    dataset = run_dataset(rundir)
+    dataset = run_dataset(rundir, recipe)
     if len(dataset) != clusters.shape[1]:
         raise UserError(
             f"the run's images changed since it ran: its dataset now has {len(dataset)} images, "
@@ -209,9 +213,12 @@ def run_clusters(run_dir: Path, epoch: int | None = None) -> ImageClusters:
     return from_dataset(dataset, ks, clusters, squared)
 
 
-def _k_of(rundir: RunDirectory, at_least: int) -> int:
-    """``clusterer.k`` of the run's recipe (clusters may be empty, so the largest id found
-    is only a lower bound)."""
-    recipe = tomllib.loads(rundir.recipe_path.read_text(encoding="utf-8"))
-    k = recipe.get("clusterer", {}).get("k")
-    return int(k) if isinstance(k, int) and k >= at_least else at_least
+def _saved_array(path: Path) -> np.ndarray:
+    """One of the run's ``.npy`` files (read without unpickling)."""
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as error:
+        raise UserError(
+            f"cannot read {path} ({error}); it was damaged outside dcframe: restore it from "
+            "a backup"
+        ) from error
