@@ -224,7 +224,7 @@ def test_bad_input_gets_a_message_and_exit_code_2(digits_run: Path, tmp_path: Pa
             "assign", run, "--epoch", "0", str(tmp_path)
         ),
         "no clustering of epoch 7": ("clusters", run, "--epoch", "7"),
-        "epoch_0000.npy (": ("clusters", str(copy), "--epoch", "0"),
+        "epoch_0000.npy is not an array file": ("clusters", str(copy), "--epoch", "0"),
         "not a clustering saved by dcframe": ("assign", str(damaged), str(tmp_path)),
         "the extension says the format": ("clusters", run, "--out", str(tmp_path / "x.txt")),
         "exists; choose another name, or --force": (

@@ -217,8 +217,10 @@ def _saved_array(path: Path) -> np.ndarray:
     """One of the run's ``.npy`` files (read without unpickling)."""
     try:
         return np.asarray(np.load(path, allow_pickle=False))
-    except (OSError, ValueError, EOFError) as error:
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror or error})") from error
+    except (ValueError, EOFError) as error:  # numpy's text would suggest unpickling it
         raise UserError(
-            f"cannot read {path} ({error}); it was damaged outside dcframe: restore it from "
-            "a backup"
+            f"{path} is not an array file as dcframe writes them (damaged or replaced outside "
+            "dcframe); restore it from a backup"
         ) from error
