@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -117,12 +118,13 @@ def from_dataset(
     )
 
 
-def run_directory(path: Path) -> RunDirectory:
-    """``path`` as a run directory.
+def run_directory(given: str | os.PathLike[str]) -> RunDirectory:
+    """``given`` as a run directory.
 
     Raises:
         UserError: it is not a folder holding a dcframe run.
     """
+    path = Path(given)
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is a file"
         raise UserError(f"{str(path)!r} {what}; give a run directory (e.g. runs/quickstart)")
@@ -171,7 +173,7 @@ def run_dataset(rundir: RunDirectory, recipe: Any = None) -> Dataset:
         ) from error
 
 
-def run_clusters(run_dir: Path, epoch: int | None = None) -> ImageClusters:
+def run_clusters(run_dir: str | os.PathLike[str], epoch: int | None = None) -> ImageClusters:
     """The clustering of ``epoch`` (default: the last finished) of every image of the run.
 
     Every epoch keeps its first head (``assignments/``, ``distances/``); the epochs whose

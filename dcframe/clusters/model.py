@@ -180,9 +180,13 @@ class ClusterModel:
         dataset = images if isinstance(images, Dataset) else GivenImages(_listed(images))
         where = _device(device)
         reporter = reporter or Reporter(quiet=True)
-        policy = BadImagePolicy(on_bad_image, max_bad_fraction, len(dataset), {}, reporter)
-        policy.how_to_skip = (
-            'assign with on_bad_image="skip" (--on-bad-image skip) to list it without a cluster'
+        policy = BadImagePolicy(
+            on_bad_image,
+            max_bad_fraction,
+            len(dataset),
+            reporter=reporter,
+            how_to_skip='assign with on_bad_image="skip" (--on-bad-image skip) to list it '
+            "without a cluster",
         )
         dataset.decode_at_least(
             smallest_side_used(self.backbone.input_size, self.recipe.augment.crop_scale_min)
