@@ -12,6 +12,7 @@ import torch
 from dcframe.core import kinds
 from dcframe.core.errors import BadImageError, UserError
 from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
+from dcframe.core.machine import cpu_has_bf16
 from dcframe.core.params import Params
 from dcframe.core.progress import Reporter
 from dcframe.core.registry import Origin
@@ -67,13 +68,6 @@ def with_k(clusterer: Clusterer, k: int) -> Clusterer:
 
 
 # ------------------------------------------------------------------------- checks
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles); only then is CPU
-    autocast faster than float32 (oneDNN's bf16 convolutions and matmuls)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def resolve_devices(run: Any, clusterer: Clusterer, reporter: Reporter) -> Devices:

@@ -14,10 +14,18 @@ recipe needs follows from that by a rule written next to it in the file:
 * PCA dim: the paper's 256, at most one tenth of the images (a multiple of 8, at least 8).
 * epochs: 50 up to 10,000 images, 100 up to 200,000, else 200 (the paper: 500 on ImageNet);
   small folders sample 3x their size per epoch.
+* network width: a quarter of the paper's AlexNet channels up to 5,000 images, half up to
+  100,000, the paper's full width beyond (the cost of a step grows with the square of the
+  width; a small folder cannot use the capacity of the full network anyway).
+* caches: the clustering views and the decoded training images are kept in the run folder
+  when together they take at most 2 GiB (then later epochs decode nothing).
+* bf16 autocast on a CPU that computes bf16 natively (on a GPU, ``run.amp = "auto"`` picks
+  it already).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from dataclasses import dataclass
@@ -26,11 +34,16 @@ from pathlib import Path
 from PIL import Image
 
 from dcframe.core.errors import UserError
+from dcframe.core.machine import cpu_has_bf16
 
 #: Image headers read to find the typical size (spread evenly over the folder).
 SIZE_SAMPLE = 200
 #: Shorter sides up to this many pixels train on 32x32 inputs (the small-input variant).
 SMALL_IMAGE_SIDE = 64
+#: The most memory the starter's caches may take (clustering views + decoded images).
+CACHE_LIMIT_GIB = 2.0
+#: ``augment.crop_scale_min``'s default: the smallest crop the training view takes.
+CROP_SCALE_MIN = 0.08
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,10 @@ class StarterChoices:
     epochs: int
     reassign: float
     batch_size: int
+    width: float
+    fc_dim: int
+    cache_gib: float
+    bf16: bool
 
 
 def survey(root: Path) -> FolderSurvey:
@@ -124,6 +141,7 @@ def choose(found: FolderSurvey) -> StarterChoices:
     batch_size = min(256, 2 ** max(3, (n // 8).bit_length() - 1))  # a power of 2, <= n / 8
     side = min(found.median_size)
     input_size = 32 if side <= SMALL_IMAGE_SIDE else 224 if side >= 224 else side // 32 * 32
+    width = 0.25 if n <= 5_000 else 0.5 if n <= 100_000 else 1.0
     return StarterChoices(
         k=k,
         small_input=input_size < 224,
@@ -132,7 +150,22 @@ def choose(found: FolderSurvey) -> StarterChoices:
         epochs=epochs,
         reassign=3.0 if n < 5_000 else 1.0,
         batch_size=batch_size,
+        width=width,
+        fc_dim=4096 if width == 1.0 else int(2048 * width),
+        cache_gib=_cache_gib(n, input_size, side),
+        bf16=cpu_has_bf16(),
     )
+
+
+def _cache_gib(images: int, input_size: int, side: int) -> float:
+    """The caches' budget in GiB (0: off): the clustering views (input_size squared) and
+    the decoded images (their shorter side capped at what the training view uses), with a
+    quarter to spare, when that stays within :data:`CACHE_LIMIT_GIB`."""
+    from dcframe.data.transforms import smallest_side_used
+
+    decoded = min(side, smallest_side_used(input_size, CROP_SCALE_MIN))
+    need = images * 3 * (input_size**2 + decoded**2) * 1.25 / 2**30
+    return math.ceil(need * 10) / 10 if need <= CACHE_LIMIT_GIB else 0.0
 
 
 def starter_recipe(found: FolderSurvey, choices: StarterChoices, name: str) -> str:
@@ -168,7 +201,7 @@ epochs = {choices.epochs}          # 50 up to 10k images, 100 up to 200k, else 2
 output_dir = "runs"
 device = "auto"       # CUDA when present, else the CPU
 seed = 31
-
+{_run_speed(choices)}
 [data]
 name = "imagefolder"
 root = {_toml_string(root)}
@@ -178,6 +211,8 @@ name = "alexnet"      # the paper's backbone, with BatchNorm
 sobel = true          # the paper's fixed Sobel gradients of the grey image
 small_input = {str(choices.small_input).lower()}
 input_size = {choices.input_size}      # {size_rule}
+width = {choices.width}          # channels vs the paper's: 1/4 up to 5k images, 1/2 up to 100k
+fc_dim = {choices.fc_dim}          # the paper's 4096 at full width
 
 # Features are PCA-whitened then L2-normalised before k-means, as in the paper.
 [[preprocess]]
@@ -199,6 +234,20 @@ reassign = {choices.reassign}        # images per epoch as a multiple of {n:,}: 
 lr = 0.05             # the paper's SGD: constant learning rate, momentum 0.9
 batch_size = {choices.batch_size}
 """
+
+
+def _run_speed(choices: StarterChoices) -> str:
+    """The ``[run]`` lines of the caches and the precision, with why."""
+    lines = []
+    if choices.cache_gib:
+        lines += [
+            f"view_cache_gib = {choices.cache_gib}   # the views and decoded images fit: decoded "
+            "once, then read back",
+            'augment_on = "device"  # augment batches from the cached decoded images',
+        ]
+    if choices.bf16:
+        lines.append('amp = "bf16"          # this CPU computes bf16 natively')
+    return "".join(line + "\n" for line in lines)
 
 
 def _toml_string(text: str) -> str:

@@ -133,14 +133,16 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
 
 
-def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchReport:
-    """Time every stage of an epoch of ``recipe`` on ``images`` of its images."""
+@contextlib.contextmanager
+def _measuring(recipe: Any, images: int, reporter: Reporter) -> Iterator[_Stages]:
+    """The stages of ``recipe`` on a slice of ``images`` of its images, evenly spread, with
+    what they start from prepared (and the caches filled, as from the second epoch on)."""
     torch.manual_seed(recipe.run.seed)
     parts = build_components(recipe)
     full = len(parts.dataset)
     picked = np.unique(np.linspace(0, full - 1, min(images, full)).astype(np.int64))
     data = _Slice(parts.dataset, picked)
-    # The k-means of clusterer.k is timed; clusterer.extra_k's are projected from it below.
+    # The k-means of clusterer.k is timed; clusterer.extra_k's are projected from it.
     sliced = dataclasses.replace(parts, dataset=data, extra_clusterers=[])
     sliced.clusterer = with_k(parts.clusterer, min(parts.clusterer.k, len(data)))
     try:
@@ -151,36 +153,143 @@ def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchRep
     trainer = Trainer.create(recipe, parts.backbone, devices)
     with tempfile.TemporaryDirectory(prefix="dcframe-bench-") as scratch:
         stages = _Stages(recipe, sliced, trainer, Path(scratch))
-        reporter.info(f"timing {len(data)} of {full} images, {repeat} times each")
+        stages.full = full
+        stages.clustered_k = parts.clusterer.k + sum(c.k for c in parts.extra_clusterers)
+        yield stages
+
+
+def _projection(
+    recipe: Any, stages: _Stages, extract_s: float, cluster_epoch_s: float, train_s: float
+) -> dict[str, float]:
+    """Seconds of a full epoch: extraction and training scale with the images they see
+    (from the slice's seconds); the clustering comes projected already."""
+    per_image, full = len(stages.parts.dataset), stages.full
+    projection = {
+        "extract": extract_s / per_image * full,
+        "cluster": cluster_epoch_s,
+        "train": train_s / per_image * _train_samples(recipe, full),
+    }
+    projection["total"] = sum(projection.values())
+    return projection
+
+
+def _scaled_clustering(stages: _Stages, seconds: float, rows: int, k: int) -> float:
+    """An epoch's k-means of every head from one k-means of ``rows`` rows into ``k``
+    clusters: its cost grows with N x k per iteration."""
+    return seconds * stages.full / rows * stages.clustered_k / k
+
+
+#: Rows of the k-means an estimate times (random unit rows of the clustered width).
+ESTIMATE_KMEANS_ROWS = 8192
+
+
+def _train_samples(recipe: Any, full: int) -> int:
+    return max(1, round(getattr(recipe.sampler, "reassign", 1.0) * full))
+
+
+def bench(recipe: Any, images: int, repeat: int, reporter: Reporter) -> BenchReport:
+    """Time every stage of an epoch of ``recipe`` on ``images`` of its images."""
+    with _measuring(recipe, images, reporter) as stages:
+        reporter.info(
+            f"timing {len(stages.parts.dataset)} of {stages.full} images, {repeat} times each"
+        )
         timings = _median_pairs(repeat, stages.pairs())
         (ex, fw), (ex2, seq), (cl, fa), (tr_pil, tf), (tr_dev, tf2) = timings
-        decode_rate = len(data) / min(_timed(stages.decode) for _ in range(repeat))
-    k = stages.k
+        decode_rate = len(stages.parts.dataset) / min(_timed(stages.decode) for _ in range(repeat))
+    network, per_image = stages.trainer.devices.network.type, len(stages.parts.dataset)
     cached = " (views cached)" if stages.cache is not None else ""
     on_device = " (images cached)" if stages.images is not None else ""
     in_memory = "fwd/bwd/step on tensors in memory"
-    batched = f"training, batched on {devices.network.type}{on_device}"
     rows = [
         StageTiming(f"extraction{cached}", ex, "forward pass on tensors in memory", fw),
         StageTiming(f"extraction{cached}", ex2, "decode, then forward, one after the other", seq),
-        StageTiming(f"PCA + k-means (k={k})", cl, "raw faiss PCAMatrix + Kmeans", fa),
+        StageTiming(f"PCA + k-means (k={stages.k})", cl, "raw faiss PCAMatrix + Kmeans", fa),
         StageTiming("training, PIL in workers", tr_pil, in_memory, tf),
-        StageTiming(batched, tr_dev, in_memory, tf2),
+        StageTiming(f"training, batched on {network}{on_device}", tr_dev, in_memory, tf2),
     ]
     # the projection follows the recipe's own path
     tr = tr_dev if recipe.run.augment_on == "device" else tr_pil
-    samples = max(1, round(getattr(recipe.sampler, "reassign", 1.0) * full))
-    per_image = len(data)
-    # k-means costs about N k per iteration, so clusterer.extra_k adds its values' share
-    clustered_k = parts.clusterer.k + sum(c.k for c in parts.extra_clusterers)
-    projection = {
-        "extract": ex / per_image * full,
-        "cluster": cl / per_image * full * clustered_k / k,
-        "train": tr / per_image * samples,
-    }
-    projection["total"] = sum(projection.values())
     return BenchReport(
-        recipe.run.name, len(data), full, samples, repeat, rows, projection, decode_rate
+        recipe.run.name,
+        len(stages.parts.dataset),
+        stages.full,
+        _train_samples(recipe, stages.full),
+        repeat,
+        rows,
+        _projection(recipe, stages, ex, _scaled_clustering(stages, cl, per_image, stages.k), tr),
+        decode_rate,
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run of a recipe will cost on this machine, projected from one pass of each
+    stage over a slice of its images (the caches full, as from the second epoch on).
+
+    Attributes:
+        images: The images measured.
+        dataset_images: The recipe's images.
+        epochs: ``run.epochs``.
+        epoch_s: Projected seconds of one epoch: extract, cluster, train and total.
+        device: Where the network ran.
+    """
+
+    images: int
+    dataset_images: int
+    epochs: int
+    epoch_s: dict[str, float]
+    device: str
+
+    @property
+    def total_s(self) -> float:
+        return self.epoch_s["total"] * self.epochs
+
+    def describe(self) -> str:
+        """One line: the epoch, its stages, and the whole run."""
+        parts = ", ".join(
+            f"{stage} {duration(self.epoch_s[stage])}" for stage in ("extract", "cluster", "train")
+        )
+        return (
+            f"estimated {duration(self.epoch_s['total'])} an epoch ({parts}), "
+            f"{duration(self.total_s)} for {self.epochs} epochs on this machine "
+            f"({self.device}; measured on {self.images} of {self.dataset_images:,} images, "
+            "`dcframe bench` for details)"
+        )
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` rounded for a person: 40 s, 3.5 min, 2.1 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+#: Images an estimate measures (at least as many as the recipe's PCA needs).
+ESTIMATE_IMAGES = 128
+
+
+def estimate(recipe: Any, reporter: Reporter, images: int = ESTIMATE_IMAGES) -> Estimate:
+    """Project the cost of ``recipe`` from one pass of each of its stages on a slice of
+    ``images`` of its images (more when its preprocessing needs more to fit)."""
+    needed = max([images, *(getattr(p, "dim", 0) for p in recipe.preprocess)])
+    with _measuring(recipe, needed, Reporter(quiet=True)) as stages:
+        extract_s = _timed(stages.extract)
+        train = stages.train_batched if recipe.run.augment_on == "device" else stages.train_pil
+        train_s = _timed(train)
+        # k-means on the slice alone would be all fixed costs: time it at a larger scale
+        rows = min(stages.full, ESTIMATE_KMEANS_ROWS)
+        k = min(recipe.clusterer.k, rows)
+        cluster_s = _timed(lambda: stages.cluster_random_rows(rows, k))
+    return Estimate(
+        len(stages.parts.dataset),
+        stages.full,
+        recipe.run.epochs,
+        _projection(
+            recipe, stages, extract_s, _scaled_clustering(stages, cluster_s, rows, k), train_s
+        ),
+        stages.trainer.devices.network.type,
     )
 
 
@@ -192,6 +301,8 @@ class _Stages:
     def __init__(self, recipe: Any, parts: Components, trainer: Trainer, scratch: Path) -> None:
         self.seed, self.parts, self.trainer = recipe.run.seed, parts, trainer
         self.k, self.batch = parts.clusterer.k, recipe.optimizer.batch_size
+        # set by _measuring: the recipe's images, and the k of all its heads together
+        self.full, self.clustered_k = len(parts.dataset), self.k
         backbone, device = parts.backbone, trainer.devices.network
         # The run's loader serves the floors' decoding too, so both sides have the same
         # (already started) workers.
@@ -254,6 +365,15 @@ class _Stages:
         chain, raw = self.parts.preprocessors, self.raw
         rows, _ = fit_chain(chain, raw, np.arange(len(raw)), BadImagePolicy(), rng)
         return self.parts.clusterer.cluster(rows, 1, self.trainer.devices.clusterer)
+
+    def cluster_random_rows(self, rows: int, k: int) -> object:
+        """The recipe's clusterer on ``rows`` random unit rows of the clustered width."""
+        width = self.parts.backbone.feature_dim
+        for step in self.parts.preprocessors:
+            width = step.output_dim(width)
+        x = np.random.default_rng(self.seed).standard_normal((rows, width), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return with_k(self.parts.clusterer, k).cluster(x, 1, self.trainer.devices.clusterer)
 
     def raw_faiss(self) -> object:
         return _raw_faiss(self.raw, self.parts, self.k)

@@ -122,7 +122,7 @@ def gather(recipe: Any = None, recipe_path: str = "") -> Facts:
     """
     import torch
 
-    from dcframe.engine.setup import cpu_has_bf16
+    from dcframe.core.machine import cpu_has_bf16
     from dcframe.engine.training import loader_workers
 
     facts = Facts(
