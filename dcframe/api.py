@@ -19,9 +19,9 @@ placed.clusters[0], placed.distances  # cluster and distance to its centroid, pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from dcframe.clusters.model import ClusterModel
     from dcframe.core.interfaces import Backbone
     from dcframe.store.rundir import RunDirectory
+
+_T = TypeVar("_T")
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Any:
@@ -106,12 +108,49 @@ class FeatureExtractor(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, feature_dim) features of (B, 3, input_size, input_size) normalised RGB images
-        (AlexNet/VGG: fc7 before its ReLU; ResNet-50: the pooled 2048-d output)."""
-        return self.backbone.embed(x)
+        (AlexNet/VGG: fc7 before its ReLU; ResNet-50: the pooled 2048-d output). Other image
+        sizes work where the architecture allows them (ResNet-50's global pooling).
+
+        Raises:
+            ValueError: ``x`` is not a batch of RGB images, or is one of a size this network
+                cannot take (AlexNet/VGG: only ``input_size``), saying what it expects.
+        """
+        return self._run(self.backbone.embed, x)
 
     def taps(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Feature maps of the layers ``names`` (each one of :attr:`tap_names`)."""
-        return self.backbone.taps(x, list(names))
+        """Feature maps of the layers ``names`` (each one of :attr:`tap_names`) for a batch
+        as :meth:`embed` takes it.
+
+        Raises:
+            ValueError: as :meth:`embed`.
+        """
+        return self._run(lambda batch: self.backbone.taps(batch, list(names)), x)
+
+    def _run(self, compute: Callable[[torch.Tensor], _T], x: torch.Tensor) -> _T:
+        """``compute(x)`` after checking that ``x`` is a (B, 3, H, W) batch; a failure on a
+        batch whose images are not ``input_size`` pixels is reported as the wrong size."""
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else None
+        if shape is None or len(shape) != 4 or shape[1] != 3:
+            raise ValueError(self._wrong_input(x, shape))
+        if shape[2] == shape[3] == self.input_size:
+            return compute(x)
+        try:  # another size: some architectures take it (global pooling), others do not
+            return compute(x)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as error:
+            raise ValueError(self._wrong_input(x, shape)) from error
+
+    def _wrong_input(self, x: object, shape: tuple[int, ...] | None) -> str:
+        side = self.input_size
+        got = f"shape {shape}" if shape is not None else f"a {type(x).__name__}"
+        fix = "add the batch dimension with x.unsqueeze(0); " if shape and len(shape) == 3 else ""
+        return (
+            f"this network takes a batch of (B, 3, {side}, {side}) images (RGB, {side}x{side} "
+            f"pixels, normalised), got {got}; {fix}model.transform() resizes and centre-crops "
+            f"a PIL image to {side}x{side} and normalises it: "
+            "torch.stack([model.transform()(image) for image in images])"
+        )
 
     def transform(self) -> Any:
         """The torchvision transform that turns a PIL image into this model's input: resize,

@@ -34,7 +34,7 @@ def export(
         typer.Option(
             "--format",
             help="torchvision: a torch.save'd state dict (.pth); safetensors: the same tensors "
-            "in a .safetensors file (pip install 'dcframe[export]').",
+            "in a .safetensors file (pip install 'dcframe\\[export]').",
         ),
     ] = ExportFormat.torchvision,
     epoch: Annotated[

@@ -46,11 +46,14 @@ def list_components(json_output: JsonFlag = False) -> None:
     DCFRAME_BLOCK_PLUGINS=NAME,... (entry-point or distribution names not to import).
     """
     from dcframe.core import kinds
+    from dcframe.core.describe import summary_text
 
     rows: list[dict[str, str]] = []
     for registry in kinds.ALL:
         for entry in registry:
-            rows.append(_row(registry.kind, entry.name, str(entry.origin), "ok", entry.summary))
+            # The docstring's whole first paragraph, not its first source line.
+            description = summary_text(entry.cls)
+            rows.append(_row(registry.kind, entry.name, str(entry.origin), "ok", description))
         for failed in registry.failed:
             rows.append(
                 _row(registry.kind, failed.name, str(failed.origin), failed.status, failed.message)
@@ -91,7 +94,8 @@ def show(
 ) -> None:
     """Description, origin and parameters (type, default, bounds) of one component."""
     from dcframe.core import kinds
-    from dcframe.core.describe import parameter_rows
+    from dcframe.core.describe import doc_text, parameter_rows, plain_text
+    from dcframe.recipe.sections import SECTION_MIXINS
 
     matches = [r for r in kinds.find_anywhere(name) if kind in (None, r.kind)]
     if not matches:
@@ -102,12 +106,21 @@ def show(
         raise UserError(f"{name!r} is a {found_in}; choose with --kind")
     registry = matches[0]
     entry = registry.get(name)  # raises the plugin's load error when it failed
+    # The fields the recipe's section adds to every component of its kind (clusterer.extra_k,
+    # data.on_bad_image, ...) are the component's parameters in a recipe too: listed, marked.
+    mixin = SECTION_MIXINS.get(registry.section)
+    added = f"(added by the [{registry.section}] section, for every {registry.kind}) "
     parameters = [
         {"parameter": "name", "type": "str", "default": "required", "bounds": "",
-         "description": f"{entry.name!r} selects this {registry.kind}"},
+         "description": f"{entry.name!r} selects this {registry.kind}", "added_by": ""},
         *({"parameter": row.name, "type": row.type, "default": row.default,
-           "bounds": row.bounds, "description": row.description}
+           "bounds": row.bounds, "description": plain_text(row.description), "added_by": ""}
           for row in parameter_rows(entry.params_model)),
+        *({"parameter": row.name, "type": row.type, "default": row.default,
+           "bounds": row.bounds, "description": added + plain_text(row.description),
+           "added_by": f"[{registry.section}] section"}
+          for row in (parameter_rows(mixin) if mixin is not None else [])
+          if row.name not in entry.params_model.model_fields),
     ]  # fmt: skip
     if json_output:
         document: dict[str, Any] = {
@@ -121,7 +134,7 @@ def show(
         print(json.dumps(document, indent=2))
         return
     print(f"{registry.kind} {entry.name}  from {entry.origin}")
-    print(inspect.getdoc(entry.cls) or "")
+    print(doc_text(entry.cls))
     headers = ["parameter", "type", "default", "bounds", "description"]
     rows = [[p[h] for h in headers] for p in parameters]
     print_table(f"[{registry.section}] parameters", headers, rows)

@@ -37,13 +37,16 @@ def run(
     ] = True,
 ) -> None:
     """Run DeepCluster as the recipe describes; writes everything to output_dir/name."""
-    # Imported here, not at the top, so that `dcframe --help` stays fast.
-    from dcframe import engine
+    # Imported here, not at the top, so that `dcframe --help` stays fast; the recipe is read
+    # before the engine (and torch) is imported, so that a mistyped path is answered at once.
     from dcframe import recipe as recipes
+
+    resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
+
+    from dcframe import engine
     from dcframe.core.progress import Reporter
     from dcframe.core.registry import plugin_output_to_stderr
 
-    resolved = recipes.load(recipe, overrides)  # a bad recipe fails here, before any launch
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         arguments = [str(recipe), *(f"--set={o}" for o in overrides or [])]
         arguments += ["--resume"] * resume + ["--quiet"] * quiet + ["--no-report"] * (not report)

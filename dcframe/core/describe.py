@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -15,6 +17,32 @@ from pydantic_core import PydanticUndefined
 from dcframe.core.params import Params
 
 _BOUNDS = ((at.Ge, ">="), (at.Gt, ">"), (at.Le, "<="), (at.Lt, "<"))
+# A Sphinx role (:class:`~a.B`, :meth:`embed`) or a reStructuredText literal (``name``).
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+
+
+def plain_text(text: str) -> str:
+    """reStructuredText markup of a docstring or description as a terminal shows it:
+    ``name`` and :meth:`name` become `name` (a ``~a.b.C`` role target becomes `C`)."""
+
+    def role(match: re.Match[str]) -> str:
+        short, target = match.groups()
+        return f"`{target.rsplit('.', 1)[-1] if short else target}`"
+
+    return _LITERAL.sub(r"`\1`", _ROLE.sub(role, text))
+
+
+def summary_text(cls: type) -> str:
+    """A component's one-line description: the first paragraph of its docstring (which may
+    run over several source lines) joined into one line, as :func:`plain_text`."""
+    doc = (inspect.getdoc(cls) or "").strip()
+    return plain_text(" ".join(doc.split("\n\n", 1)[0].split()))
+
+
+def doc_text(cls: type) -> str:
+    """A component's whole docstring, as :func:`plain_text`."""
+    return plain_text(inspect.getdoc(cls) or "")
 
 
 @dataclass(frozen=True)
@@ -31,6 +59,8 @@ class ParameterRow:
 def type_name(annotation: Any) -> str:
     """Short spelling of a field's type: ``int``, ``'cpu' | 'cuda'``, ``list[float]``."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # list[Annotated[int, Field(ge=2)]]: the bounds go apart
+        return type_name(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return " | ".join(json.dumps(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
@@ -43,19 +73,35 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def bounds_of(field: FieldInfo) -> str:
+def _bounds(metadata: list[Any], prefix: str = "") -> list[str]:
     parts = []
-    for meta in field.metadata:
+    for meta in metadata:
+        if isinstance(meta, FieldInfo):  # Annotated[int, Field(ge=2)]
+            parts += _bounds(meta.metadata, prefix)
         for cls, symbol in _BOUNDS:
             if isinstance(meta, cls):
-                parts.append(f"{symbol} {getattr(meta, cls.__name__.lower())}")
+                parts.append(f"{prefix}{symbol} {getattr(meta, cls.__name__.lower())}")
         if isinstance(meta, at.MinLen):
             parts.append(f"length >= {meta.min_length}")
+        if isinstance(meta, at.MaxLen):
+            parts.append(f"length <= {meta.max_length}")
+    return parts
+
+
+def bounds_of(field: FieldInfo) -> str:
+    """The field's bounds (``>= 1, <= 8``), and those of a list's items (``items >= 2``)."""
+    parts = _bounds(field.metadata)
+    if typing.get_origin(field.annotation) is list:
+        for item in typing.get_args(field.annotation):
+            if typing.get_origin(item) is typing.Annotated:
+                parts += _bounds(list(typing.get_args(item)[1:]), "items ")
     return ", ".join(parts)
 
 
 def default_of(field: FieldInfo) -> str:
     if field.default_factory is not None:
+        if field.default_factory is list:
+            return "[]"
         return "(table)"
     if field.default is PydanticUndefined:
         return "required"

@@ -10,6 +10,7 @@ it does not use, and no torch when it names only built-ins.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import stat
 import tomllib
@@ -194,7 +195,7 @@ def _read_text(path: Path, shown: str) -> str:
             )
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"recipe {shown} not found; pass the path to a .toml recipe") from None
+        raise UserError(f"recipe {shown} not found; {_near_recipes(path)}") from None
     except PermissionError:
         raise UserError(f"recipe {shown} cannot be read: permission denied") from None
     except ValueError:  # a NUL byte in the path
@@ -209,6 +210,22 @@ def _read_text(path: Path, shown: str) -> str:
             f"recipe {shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
             f"{error.start}); save it as UTF-8"
         ) from None
+
+
+def _near_recipes(path: Path) -> str:
+    """What to do about a recipe path that does not exist: the .toml files of its folder
+    whose names are close to it ("did you mean 'recipes/quickstart.toml'?"), if any."""
+    folder = path.parent
+    try:
+        stems = {p.stem: p.name for p in folder.iterdir() if p.suffix == ".toml" and p.is_file()}
+    except OSError:  # the folder is missing or unreadable too
+        advice = "pass the path to a .toml recipe"
+        return advice if folder.exists() else f"no folder {short(str(folder))} either; {advice}"
+    stem = path.stem if path.suffix == ".toml" else path.name
+    near = difflib.get_close_matches(stem, sorted(stems), n=3, cutoff=0.6)
+    if not near:
+        return "pass the path to a .toml recipe"
+    return f"did you mean {' or '.join(short(str(folder / stems[s])) for s in near)}?"
 
 
 def _parse_toml(text: str, what: str) -> dict[str, Any]:

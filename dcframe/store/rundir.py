@@ -160,11 +160,47 @@ def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
         return saved
 
 
+# The last epoch's metrics a RunDirectory's repr shows, when recorded.
+REPR_METRICS = ("nmi_vs_labels", "knn_accuracy", "train_loss")
+
+
+def _progress(path: Path) -> str:
+    """What the repr says of the run in ``path`` after its path: ``, 8/8 epochs, last:
+    nmi_vs_labels=0.61, knn_accuracy=0.93, train_loss=1.23`` (what is known of it), or
+    nothing for a folder without a record or recipe; raises when a file cannot be read."""
+    records = MetricsFile(path).records()
+    recipe_file = path / "recipe.toml"
+    planned = None
+    if recipe_file.is_file():
+        run = tomllib.loads(recipe_file.read_text(encoding="utf-8")).get("run", {})
+        planned = run.get("epochs") if isinstance(run, dict) else None
+    if not records and not _is_count(planned):
+        return ""  # not (yet) a run folder: its path says it all
+    parts = [f"{len(records)}/{planned if _is_count(planned) else '?'} epochs"]
+    last = records[-1] if records else {}
+    shown = [
+        f"{name}={value:.3g}"
+        for name in REPR_METRICS
+        if isinstance(value := last.get(name), int | float) and not isinstance(value, bool)
+    ]
+    if shown:
+        parts.append(f"last: {', '.join(shown)}")
+    return "".join(f", {part}" for part in parts)
+
+
 class RunDirectory:
     """Reads and writes everything a run leaves behind."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def __repr__(self) -> str:
+        """``RunDirectory('runs/quickstart', 8/8 epochs, last: nmi_vs_labels=0.61, ...)``:
+        read from metrics.jsonl and recipe.toml only, and never failing (the path alone)."""
+        try:
+            return f"RunDirectory({str(self.path)!r}{_progress(self.path)})"
+        except Exception:  # a repr must not raise, whatever the folder holds
+            return f"RunDirectory({str(self.path)!r})"
 
     @property
     def checkpoint_path(self) -> Path:
