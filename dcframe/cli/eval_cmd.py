@@ -241,8 +241,9 @@ def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
 
     from dcframe.evaluation.data import data_options, load_data
     from dcframe.evaluation.features import FrozenFeatures
+    from dcframe.evaluation.hints import recipe_data_flags
     from dcframe.evaluation.runtime import Runtime
-    from dcframe.store.trained import load_model
+    from dcframe.store.trained import data_recipe, load_model
 
     def path_or_none(name: str) -> str | None:
         return None if given[name] is None else str(given[name])
@@ -262,6 +263,11 @@ def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
         output=path_or_none("output"),
         cache_dir=path_or_none("cache_dir"),
     )
+    recipe, run = data_recipe(model_options) if given["data"] is None else (None, None)
+    flags = recipe_data_flags(recipe)
+    own_data = None
+    if recipe is not None and flags is not None:
+        own_data = (f"the run's own ({run})" if run else f"that of {recipe}", flags)
     data = data_options(
         given["data"],
         list(given["data_set"] or ()),
@@ -271,6 +277,7 @@ def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
         path_or_none("val_dir"),
         given["limit_train"],
         given["limit_val"],
+        own_data,
     )
     runtime = Runtime.from_options(run_options)
     torch.manual_seed(run_options.seed)  # the random init, the heads, the augmentations
@@ -289,8 +296,31 @@ def _start(given: dict[str, Any], layers: tuple[str, ...] | None) -> _Session:
 
 
 def _output_folder(run_options: RunOptions, model: EvalModel) -> Path:
-    """Where the results go: ``--output``, else the model's default folder."""
+    """Where the results go: ``--output``, else the model's default folder (a run's
+    ``eval/``; for a random init, that of the run its ``--recipe`` describes, else
+    ``./eval``)."""
     return Path(run_options.output or model.output_dir).expanduser()
+
+
+def _away_from_runs(run_options: RunOptions, model: EvalModel) -> str | None:
+    """One line for a random-init result that no run's folder received: where it went,
+    and how to put it beside a run (whose report compares with it)."""
+    if run_options.output is not None or model.run_dir is not None:
+        return None
+    from dcframe.store.trained import described_run
+
+    folder = _output_folder(run_options, model).absolute()
+    run = None if model.recipe is None else described_run(model.recipe)
+    if model.recipe is None:
+        why = "no --recipe names a run"
+    elif run is None:
+        why = f"{model.recipe} names no run folder"
+    else:
+        why = f"no run of {model.recipe} in {run}"
+    return (
+        f"note: the random-init result is in {folder} ({why}); --output RUN/eval puts it "
+        "beside a run, where the run's report compares with it"
+    )
 
 
 def _layers(text: str | None) -> tuple[str, ...] | None:
@@ -382,13 +412,17 @@ def _finish(
             f"--output: cannot write in {str(folder)!r} ({error.strerror}); choose another folder"
         ) from error
 
+    note = _away_from_runs(session.run_options, model)
+
     def show() -> None:
         if session.run_options.json_output:
             print(json.dumps(payload, indent=2))
             print(f"results: {path}", file=sys.stderr)
-            return
-        print_table(title, headers, rows, right_from=1)
-        print(f"results: {path}")
+        else:
+            print_table(title, headers, rows, right_from=1)
+            print(f"results: {path}")
+        if note is not None:
+            print(note, file=sys.stderr)
 
     return show
 

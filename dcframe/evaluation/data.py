@@ -17,6 +17,7 @@ from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Dataset
 from dcframe.core.params import Params
 from dcframe.core.stop_signals import leave_stops_to_the_run
+from dcframe.evaluation.hints import VAL_DIR
 from dcframe.evaluation.options import DataOptions, DatasetChoice
 
 
@@ -133,6 +134,7 @@ def data_options(
     val_dir: str | None = None,
     limit_train: int | None = None,
     limit_val: int | None = None,
+    own_data: tuple[str, str] | None = None,
 ) -> DataOptions:
     """The train and validation datasets the command line names, validated.
 
@@ -141,7 +143,9 @@ def data_options(
     dataset with the training parameters changed by ``--val-set``. A dataset with a
     ``split`` parameter (sklearn-digits, cifar10, mnist, ...) defaults to ``split=train``
     for training and ``split=test`` for validation. ``--train-dir A --val-dir B`` is short
-    for ``--data imagefolder --data-set root=A --val-set root=B``.
+    for ``--data imagefolder --data-set root=A --val-set root=B``. ``own_data``, whose
+    data (e.g. "the run's own (runs/x)") and its flags (:mod:`dcframe.evaluation.hints`),
+    is what a missing ``--data`` suggests.
     """
     if train_dir is not None or val_dir is not None:
         if data not in (None, "imagefolder") or val_data is not None:
@@ -151,6 +155,15 @@ def data_options(
         data = "imagefolder"
         data_set = [f"root={train_dir}", *data_set]
         val_set = [f"root={val_dir}", *val_set]
+    if data is None and own_data is not None:
+        whose, flags = own_data
+        val_dir = (
+            " (VAL_DIR: labelled images, one sub-folder per class)" if VAL_DIR in flags else ""
+        )
+        raise UserError(
+            f"choose the labelled data: {whose} is {flags}{val_dir}; any labelled dataset "
+            "works: --data NAME [--data-set KEY=VALUE ...] or --train-dir DIR --val-dir DIR"
+        )
     if data is None:
         raise UserError(
             "choose the labelled data: --data NAME [--data-set KEY=VALUE ...] (e.g. --data "

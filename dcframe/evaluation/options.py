@@ -78,8 +78,9 @@ class RunOptions(Params):
     output: str | None = Field(
         None,
         min_length=1,
-        description="Folder of the results JSON (default: eval/ in the run directory, next to "
-        "a checkpoint, or in the current folder for --random-init).",
+        description="Folder of the results JSON (default: eval/ in the run directory or next "
+        "to a checkpoint; for --random-init, eval/ of the run its --recipe describes, else "
+        "in the current folder).",
     )
     cache_dir: str | None = Field(
         None,

@@ -11,7 +11,9 @@ Four sources, one per :class:`~dcframe.store.model_options.ModelOptions` combina
   key into dcframe's AlexNet or VGG16 (:func:`official_key_map`), Sobel input inferred
   from the presence of ``sobel.*`` keys, the paper's full-size architecture unless
   ``--recipe`` says otherwise;
-* ``random_init``: a fresh backbone of that name (seeded by the caller).
+* ``random_init``: a fresh backbone of that name (seeded by the caller); its results
+  belong with the run it is compared to, the run its ``--recipe`` describes
+  (:func:`run_of_recipe`), else in ``./eval``.
 
 In every case ``overrides`` (``backbone.KEY=VALUE``) are applied to the architecture last.
 Only the ``[backbone]`` table of a recipe is read, so a two-line file is a valid
@@ -21,7 +23,7 @@ that needs arbitrary unpickling is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,13 +37,14 @@ from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone, BackboneParams
 from dcframe.core.params import Params
 from dcframe.core.progress import Reporter
-from dcframe.recipe import apply_override, read_toml
+from dcframe.recipe import RunSection, apply_override, read_toml
 from dcframe.store.checkpoint_file import load_state, read_checkpoint
 from dcframe.store.model_options import ModelOptions
 from dcframe.store.rundir import RunDirectory
 
 RECIPE_FILE = "recipe.toml"
 LATEST_CHECKPOINT = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 SOBEL_KEYS = ("0.weight", "0.bias", "1.weight", "1.bias")
 TOP_LAYER_PREFIX = "top_layer."
@@ -90,14 +93,23 @@ class EvalModel:
     Attributes:
         backbone: The trunk in eval mode, without top layer, no parameter requiring grad.
         tag: Short name for result files ("latest", "epoch_0009", "random-alexnet", ...).
-        output_dir: Default folder of the result files.
+        output_dir: Default folder of the result files: the ``eval/`` folder of the run
+            evaluated or compared with (:attr:`run_dir`), else ``eval/`` next to a lone
+            checkpoint file, else ``./eval``.
         info: JSON description: source kind, file, backbone name and parameters, epoch.
+        run_dir: The run the weights come from (a run directory, a checkpoint inside one),
+            or, for a random init, the run of its ``--recipe`` (:func:`run_of_recipe`);
+            None when there is none.
+        recipe: The recipe file that gave the architecture, if any (a run's own
+            ``recipe.toml`` for a run); its ``[data]`` table names the run's data.
     """
 
     backbone: Backbone
     tag: str
     output_dir: Path
     info: dict[str, Any]
+    run_dir: Path | None = None
+    recipe: Path | None = None
 
 
 def load_model(options: ModelOptions) -> EvalModel:
@@ -108,7 +120,10 @@ def load_model(options: ModelOptions) -> EvalModel:
         params = backbone_params(options.random_init, recipe, overrides)
         backbone = build_backbone(options.random_init, params)
         info = {"source": "random-init", "backbone": options.random_init}
-        return _frozen(backbone, params, f"random-{options.random_init}", Path("eval"), info)
+        run_dir = None if recipe is None else run_of_recipe(recipe)
+        output_dir = Path("eval") if run_dir is None else run_dir / "eval"
+        model = _frozen(backbone, params, f"random-{options.random_init}", output_dir, info)
+        return replace(model, run_dir=run_dir, recipe=recipe)
     assert options.path is not None  # guaranteed by ModelOptions' validator
     path = Path(options.path).expanduser()
     if path.is_dir():
@@ -122,7 +137,62 @@ def load_model(options: ModelOptions) -> EvalModel:
         _warn_of_other_versions(run_dir)
     recipe = _optional_path(options.recipe) or (run_dir / RECIPE_FILE if run_dir else None)
     tag = path.name.split(".")[0]
-    return _from_checkpoint(path, recipe, overrides, tag, (run_dir or path.parent) / "eval")
+    model = _from_checkpoint(path, recipe, overrides, tag, (run_dir or path.parent) / "eval")
+    return replace(model, run_dir=run_dir, recipe=recipe)
+
+
+def holds_run(folder: Path) -> bool:
+    """``folder`` is a run directory with something to show: its ``recipe.toml`` and a
+    ``checkpoint.pt`` or a ``metrics.jsonl``."""
+    return (folder / RECIPE_FILE).is_file() and any(
+        (folder / name).is_file() for name in (LATEST_CHECKPOINT, METRICS_FILE)
+    )
+
+
+def run_of_recipe(recipe: Path) -> Path | None:
+    """The run folder that ``recipe`` describes (:func:`described_run`), if it holds a run
+    (:func:`holds_run`); else None."""
+    folder = described_run(recipe)
+    try:
+        return folder if folder is not None and holds_run(folder) else None
+    except (OSError, ValueError):  # a name the file system cannot take
+        return None
+
+
+def described_run(recipe: Path) -> Path | None:
+    """The run folder ``recipe`` is about, whether or not it holds a run yet.
+
+    A run's own ``recipe.toml`` describes its folder when that holds a run; any other
+    recipe, ``run.output_dir/run.name`` (relative to the current folder, as ``dcframe run``
+    reads it; the recipe defaults where the file leaves them out). None when the ``[run]``
+    table cannot name a folder.
+    """
+    if recipe.name == RECIPE_FILE and holds_run(recipe.parent):
+        return recipe.parent
+    table = read_toml(recipe).get("run", {})
+    if not isinstance(table, dict):
+        return None
+    fields = RunSection.model_fields
+    output_dir = table.get("output_dir", fields["output_dir"].default)
+    name = table.get("name", fields["name"].default)
+    if not isinstance(output_dir, str) or not isinstance(name, str) or not name or "\0" in name:
+        return None
+    return Path(output_dir).expanduser() / name
+
+
+def data_recipe(options: ModelOptions) -> tuple[Path | None, Path | None]:
+    """The recipe whose ``[data]`` table names the data of what ``options`` evaluate, and
+    the run directory it belongs to, without loading anything: a run's ``recipe.toml`` (for
+    a run directory or a checkpoint inside one), else ``--recipe`` (no run); None for what
+    there is not."""
+    recipe = _optional_path(options.recipe)
+    if options.path is None:
+        return recipe, None
+    path = Path(options.path).expanduser()
+    run_dir = path if path.is_dir() else _enclosing_run_dir(path)
+    if run_dir is not None and (run_dir / RECIPE_FILE).is_file():
+        return run_dir / RECIPE_FILE, run_dir
+    return (None if path.is_dir() else recipe), None
 
 
 # ------------------------------------------------------------------------ sources
@@ -149,7 +219,8 @@ def _from_run_dir(
             f"{str(file)!r} does not exist; epochs kept in this run: {', '.join(kept) or 'none'} "
             "(set run.checkpoint_every to keep more)"
         )
-    return _from_checkpoint(file, path / RECIPE_FILE, overrides, tag, path / "eval")
+    model = _from_checkpoint(file, path / RECIPE_FILE, overrides, tag, path / "eval")
+    return replace(model, run_dir=path, recipe=path / RECIPE_FILE)
 
 
 def _warn_of_other_versions(run_dir: Path) -> None:
