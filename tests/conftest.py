@@ -24,6 +24,10 @@ from dcframe.core.progress import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Commands that print a run's time estimate measure for seconds first; the many calls of
+# them in this suite skip it (tests/test_r4_estimate.py unsets it to test the estimates).
+os.environ["DCFRAME_NO_ESTIMATE"] = "1"
+
 
 @dataclass
 class CliResult:

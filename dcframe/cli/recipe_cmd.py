@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dcframe.cli.estimates import NoEstimate, print_estimate
+
 # dcframe.recipe is imported inside each command: `dcframe --help` needs none of it.
 
 app = typer.Typer(no_args_is_help=True, help="Validate, resolve and describe recipes.")
@@ -32,8 +34,9 @@ def _component(section: Any) -> str:
 
 
 @app.command("check")
-def check(recipe: RecipePath, overrides: Overrides = None) -> None:
-    """Validate a recipe and print a summary (exit code 0 when valid, 2 otherwise)."""
+def check(recipe: RecipePath, overrides: Overrides = None, no_estimate: NoEstimate = False) -> None:
+    """Validate a recipe and print a summary (exit code 0 when valid, 2 otherwise), then
+    the time a run of it will take on this machine (a few seconds of measurement)."""
     from dcframe import recipe as recipes
 
     resolved = recipes.load(recipe, overrides)
@@ -48,6 +51,7 @@ def check(recipe: RecipePath, overrides: Overrides = None) -> None:
         table.add_row(key, escape(_component(getattr(resolved, key))))
     table.add_row("preprocess", escape(" -> ".join(_component(p) for p in resolved.preprocess)))
     Console().print(table)
+    print_estimate(resolved, no_estimate)
 
 
 @app.command("show")
@@ -81,9 +85,12 @@ def init(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Recipe file to write (must not exist).")
     ] = Path("recipe.toml"),
+    no_estimate: NoEstimate = False,
 ) -> None:
-    """Write a commented starter recipe for a folder of images: k, input size, PCA dim
-    and epochs chosen from the image count, the class sub-folders and the image sizes."""
+    """Write a commented starter recipe for a folder of images: k, input size, network
+    width, PCA dim, epochs and caches chosen from the image count, the class sub-folders
+    and the image sizes; then print the time a run of it will take on this machine."""
+    from dcframe import recipe as recipes
     from dcframe.recipe.starter import write_starter_recipe
 
     found, choices = write_starter_recipe(folder, out)
@@ -92,7 +99,10 @@ def init(
     console = Console(highlight=False, soft_wrap=True)
     console.print(
         f"{found.images:,} images, {labels}, median size {w}x{h}: k={choices.k}, "
-        f"input {choices.input_size}x{choices.input_size}, PCA dim {choices.pca_dim}, "
-        f"{choices.epochs} epochs"
+        f"input {choices.input_size}x{choices.input_size}, width {choices.width}, "
+        f"PCA dim {choices.pca_dim}, {choices.epochs} epochs"
+        + (f", caches {choices.cache_gib} GiB" if choices.cache_gib else "")
+        + (", bf16" if choices.bf16 else "")
     )
     console.print(f"wrote {escape(str(out))} (valid); next: dcframe run {escape(str(out))}")
+    print_estimate(recipes.load(out), no_estimate)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dcframe.cli.estimates import NoEstimate, print_estimate
 from dcframe.cli.recipe_cmd import Overrides
 
 
@@ -35,6 +36,7 @@ def run(
             help="Write the run's report (report.html in the run directory) at the end.",
         ),
     ] = True,
+    no_estimate: NoEstimate = False,
 ) -> None:
     """Run DeepCluster as the recipe describes; writes everything to output_dir/name."""
     # Imported here, not at the top, so that `dcframe --help` stays fast; the recipe is read
@@ -52,8 +54,10 @@ def run(
         arguments += ["--resume"] * resume + ["--quiet"] * quiet + ["--no-report"] * (not report)
         raise typer.Exit(_launch(nproc, arguments))
     reporter = Reporter(quiet=quiet)
-    started = time.perf_counter()
     rank_0 = int(os.environ.get("RANK", "0")) == 0
+    if not (quiet or resume or "WORLD_SIZE" in os.environ):  # a fresh run in one process
+        print_estimate(resolved, no_estimate)
+    started = time.perf_counter()
     # stdout holds the run directory only, for scripts: the plugins' prints go to stderr.
     with plugin_output_to_stderr():
         rundir = engine.run(resolved, resume=resume, reporter=reporter)
