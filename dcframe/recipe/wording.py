@@ -104,7 +104,7 @@ def _key_hint(key: str, parent_loc: tuple[int | str, ...], parent: Any, model: t
     if not valid:
         return ""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
     return f"{hint} Valid keys: {', '.join(valid)}"
 
 
