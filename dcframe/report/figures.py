@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,80 @@ def _values(metrics: list[dict[str, Any]], key: str, sub: str | None = None) -> 
 
 def _line(ax: Any, x: np.ndarray, y: np.ndarray, **style: Any) -> None:
     marker = "o" if len(x) <= 30 else None
-    ax.plot(x, y, marker=marker, markersize=3, linewidth=1.5, **style)
+    size = 6 if len(x) == 1 else 3  # a single epoch is a point: make it visible
+    ax.plot(x, y, marker=marker, markersize=size, linewidth=1.5, **style)
 
 
-def _epoch_axis(ax: Any, label: str = "epoch") -> None:
+#: Epoch axes with at most this many epochs get a tick at every epoch.
+EVERY_EPOCH_TICKED = 12
+
+
+def _epoch_axis(ax: Any, epochs: Sequence[float] | np.ndarray, label: str = "epoch") -> None:
+    """An x axis of epochs with integer ticks only.
+
+    Up to ``EVERY_EPOCH_TICKED`` epochs, one tick per epoch; beyond, a few integer ticks.
+    A single epoch gets its one tick and half an epoch of room either side (matplotlib's
+    own limits would be 0.945-1.05, ticked with fractions).
+    """
     ax.set_xlabel(label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    shown = sorted({int(e) for e in np.asarray(epochs, dtype=float) if not math.isnan(e)})
+    if not shown:
+        return
+    if len(shown) <= EVERY_EPOCH_TICKED:
+        ax.set_xticks(shown)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if len(shown) == 1:
+        ax.set_xlim(shown[0] - 0.5, shown[0] + 0.5)
+
+
+#: The y axis of a measure bounded by [0, 1] (NMI, accuracy, a fraction of images) is
+#: never narrower than this: a change of 0.01 then moves the line 5 % of the panel's
+#: height, not from top to bottom, so noise does not look like a cliff.
+BOUNDED_MIN_SPAN = 0.2
+
+
+def bounded_limits(values: np.ndarray) -> tuple[float, float]:
+    """The y limits for values of a measure in [0, 1].
+
+    The rule: the values' range plus 5 % either side, widened about its centre to at least
+    ``BOUNDED_MIN_SPAN``, then shifted to stay inside [0, 1] (with a small margin so that
+    points at 0 or 1 are not cut). Values outside [0, 1] (a measure in percent) are kept
+    unbounded, only widened.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    low, high = float(finite.min()), float(finite.max())
+    pad = 0.05 * (high - low)
+    low, high = low - pad, high + pad
+    span = max(high - low, BOUNDED_MIN_SPAN)
+    centre = (low + high) / 2
+    low, high = centre - span / 2, centre + span / 2
+    if finite.min() >= 0 and finite.max() <= 1:
+        margin = 0.02
+        if low < -margin:
+            low, high = -margin, -margin + span
+        if high > 1 + margin:
+            low, high = 1 + margin - span, 1 + margin
+    return (low, high)
+
+
+def _bounded_axis(ax: Any, values: np.ndarray) -> None:
+    """A y axis of a measure in [0, 1] by :func:`bounded_limits`, ticked at round steps
+    (0.05 on the narrowest axis, so two decimals)."""
+    ax.set_ylim(*bounded_limits(values))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+
+
+def _level_limits(ax: Any, values: np.ndarray) -> None:
+    """A constant unbounded series (the same loss or time every epoch) is drawn on an axis
+    from 0 to a quarter above it, so it reads as a level rather than as matplotlib's
+    +-5 % zoom onto noise that is not there."""
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() == finite.max() and finite[0] != 0:
+        ends = sorted((0.0, 1.25 * float(finite[0])))
+        ax.set_ylim(*ends)
 
 
 def _no_data(ax: Any, why: str) -> None:
@@ -53,59 +122,145 @@ def _stages(metrics: list[dict[str, Any]]) -> list[str]:
     return [s for s in stages if s != "total"] + ["total"] * ("total" in stages)
 
 
-def metric_curves(metrics: list[dict[str, Any]]) -> Figure:
-    """Every per-epoch number of ``metrics.jsonl`` over the epochs, one panel each."""
-    epochs = _values(metrics, "epoch")
-    figure = Figure(figsize=(13, 6), layout="constrained")
-    axes = figure.subplots(2, 4).ravel()
-    panels: list[tuple[str, list[tuple[str, np.ndarray, str | None]], str]] = [
-        ("train loss", [("cross-entropy", _values(metrics, "train_loss"), BLUE)], ""),
-        ("k-means objective", [("objective", _values(metrics, "kmeans_objective"), BLUE)], ""),
-        (
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the curves.
+
+    Attributes:
+        title: Its title.
+        lines: (legend label, value per epoch, colour or None) of each series.
+        bounded: The values are in [0, 1] (``bounded_limits`` sets the y axis).
+        zero: For a counter of things going wrong: what "0 in every epoch" means, said in
+            a sentence instead of drawing a flat line (e.g. "no empty clusters").
+        missing: What it means that no epoch has a value (e.g. "not measured").
+    """
+
+    title: str
+    lines: list[tuple[str, np.ndarray, str | None]]
+    bounded: bool = False
+    zero: str | None = None
+    missing: str = "not recorded"
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The panels worth drawing and the sentences that replace the others."""
+
+    panels: list[Panel]
+    quiet: list[str]  # zero counters: "no empty clusters", ...
+    absent: list[str]  # "kNN accuracy: not measured", ...
+
+    def sentences(self) -> list[str]:
+        """What the panels left out say, as sentences for the page."""
+        out = []
+        if self.quiet:
+            out.append(_capitalised(" and ".join(self.quiet) + " in any epoch."))
+        if self.absent:
+            out.append("Not in this run's metrics: " + "; ".join(self.absent) + ".")
+        return out
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def curve_panels(metrics: list[dict[str, Any]]) -> Curves:
+    """The panels of :func:`metric_curves`: a series that is 0 in every epoch (nothing
+    happened) or missing in every epoch gets a sentence, not a panel."""
+    panels = [
+        Panel("train loss", [("cross-entropy", _values(metrics, "train_loss"), BLUE)]),
+        Panel("k-means objective", [("objective", _values(metrics, "kmeans_objective"), BLUE)]),
+        Panel(
             "NMI",
             [
                 ("NMI(t-1, t)", _values(metrics, "nmi_vs_previous"), BLUE),
                 ("NMI(labels)", _values(metrics, "nmi_vs_labels"), ORANGE),
             ],
-            "",
+            bounded=True,
         ),
-        ("kNN accuracy", [("kNN", _values(metrics, "knn_accuracy"), GREEN)], "not measured"),
-        ("empty clusters", [("empty", _values(metrics, "empty_clusters"), RED)], ""),
-        (
+        Panel(
+            "kNN accuracy",
+            [("kNN", _values(metrics, "knn_accuracy"), GREEN)],
+            bounded=True,
+            missing="not measured (no labels, or a run made before dcframe measured it)",
+        ),
+        Panel(
+            "empty clusters",
+            [("empty", _values(metrics, "empty_clusters"), RED)],
+            zero="no empty clusters",
+        ),
+        Panel(
             "cluster size",
             [
                 ("max", _values(metrics, "cluster_size_max"), BLUE),
                 ("median", _values(metrics, "cluster_size_median"), ORANGE),
                 ("min", _values(metrics, "cluster_size_min"), GREEN),
             ],
-            "",
         ),
-        (
+        Panel(
             "seconds per stage",
             [
                 (stage, _values(metrics, "seconds", stage), GREY if stage == "total" else None)
                 for stage in _stages(metrics)
             ],
-            "",
         ),
-        ("skipped images", [("unreadable", _values(metrics, "skipped_images"), RED)], ""),
+        Panel(
+            "skipped images",
+            [("unreadable", _values(metrics, "skipped_images"), RED)],
+            zero="no skipped images",
+        ),
     ]
-    for ax, (title, lines, missing) in zip(axes, panels, strict=True):
-        ax.set_title(title, fontsize=11)
-        drawn = [(label, y, colour) for label, y, colour in lines if not np.all(np.isnan(y))]
-        if not drawn:
-            _no_data(ax, missing or "no values")
-            continue
-        for label, y, colour in drawn:
-            _line(ax, epochs, y, label=label, color=colour)
-        _epoch_axis(ax)
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=8)
+    kept, quiet, absent = [], [], []
+    for panel in panels:
+        values = np.concatenate([y for _, y, _ in panel.lines] or [np.array([math.nan])])
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            absent.append(f"{panel.title}, {panel.missing}")
+        elif panel.zero is not None and np.all(finite == 0):
+            quiet.append(panel.zero)
+        else:
+            kept.append(panel)
+    return Curves(kept, quiet, absent)
+
+
+#: Panels per row of the curves.
+CURVE_COLUMNS = 4
+
+
+def metric_curves(metrics: list[dict[str, Any]]) -> Figure:
+    """Every per-epoch number of ``metrics.jsonl`` that carries information over the
+    epochs, one panel each (see :func:`curve_panels` for those left out)."""
+    epochs = _values(metrics, "epoch")
+    panels = curve_panels(metrics).panels
+    # 5 or 6 panels: two full rows of 3 rather than a row of 4 and a half-empty one.
+    columns = 3 if len(panels) in (5, 6) else min(CURVE_COLUMNS, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure = Figure(
+        figsize=(13 if columns >= 3 else 3.25 * columns, 3 * rows), layout="constrained"
+    )
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    if not panels:
+        _no_data(axes[0], "no values in any epoch")
+    for ax, panel in zip(axes, panels, strict=False):
+        title = panel.title
         if title == "kNN accuracy":
             knn_k = [r.get("knn_k") for r in metrics if r.get("knn_k")]
-            if knn_k:
-                ax.set_title(f"kNN accuracy (k={knn_k[-1]})", fontsize=11)
+            title += f" (k={knn_k[-1]})" if knn_k else ""
+        ax.set_title(title, fontsize=11)
+        drawn = [(label, y, colour) for label, y, colour in panel.lines if not np.all(np.isnan(y))]
+        for label, y, colour in drawn:
+            _line(ax, epochs, y, label=label, color=colour)
+        values = np.concatenate([y for _, y, _ in drawn])
+        if panel.bounded:
+            _bounded_axis(ax, values)
+        else:
+            _level_limits(ax, values)
+        _epoch_axis(ax, epochs)
+        ax.grid(alpha=0.3)
+        if len(panel.lines) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[len(panels) :] if panels else []:
+        ax.remove()  # an empty slot of the last row
     return figure
 
 
@@ -134,12 +289,26 @@ def size_evolution(epochs: Sequence[int], quantiles: np.ndarray, chosen: int) ->
     figure = Figure(figsize=(11, 3.4), layout="constrained")
     ax = figure.subplots()
     x = np.asarray(epochs)
-    ax.fill_between(x, quantiles[:, 0], quantiles[:, 6], color=BLUE, alpha=0.12, label="min-max")
-    ax.fill_between(x, quantiles[:, 1], quantiles[:, 5], color=BLUE, alpha=0.2, label="10-90 %")
-    ax.fill_between(x, quantiles[:, 2], quantiles[:, 4], color=BLUE, alpha=0.35, label="25-75 %")
+    bands = ((0, 6, 0.12, "min-max"), (1, 5, 0.2, "10-90 %"), (2, 4, 0.35, "25-75 %"))
+    for low, high, alpha, label in bands:
+        if len(x) == 1:  # one epoch: bands of no width would be invisible; draw boxes
+            ax.bar(
+                x,
+                quantiles[:, high] - quantiles[:, low],
+                width=0.3,
+                bottom=quantiles[:, low],
+                color=BLUE,
+                alpha=alpha,
+                label=label,
+            )
+        else:
+            ax.fill_between(
+                x, quantiles[:, low], quantiles[:, high], color=BLUE, alpha=alpha, label=label
+            )
     _line(ax, x, quantiles[:, 3], color=BLUE, label="median")
-    ax.axvline(chosen, color=ORANGE, linestyle=":", label=f"epoch {chosen}")
-    _epoch_axis(ax)
+    if len(x) > 1:
+        ax.axvline(chosen, color=ORANGE, linestyle=":", label=f"epoch {chosen}")
+    _epoch_axis(ax, x)
     ax.set_ylabel("images in a cluster")
     ax.set_title("cluster sizes over epochs (empty clusters count as 0)", fontsize=11)
     ax.grid(alpha=0.3)
@@ -195,20 +364,38 @@ def stability_curve(epochs: Sequence[int], changed: np.ndarray, nmi_previous: np
     figure = Figure(figsize=(11, 3.2), layout="constrained")
     ax = figure.subplots()
     x = np.asarray(epochs)
-    _line(ax, x, changed, color=RED, label="images that changed cluster")
-    _line(ax, x, nmi_previous, color=BLUE, label="NMI(t-1, t)")
-    ax.set_ylim(0, 1.05)
-    _epoch_axis(ax, "epoch (compared with the one before)")
+    series = [("images that changed cluster", changed, RED), ("NMI(t-1, t)", nmi_previous, BLUE)]
+    for label, values, colour in series:
+        _line(ax, x, values, color=colour, label=label)
+        if len(x) == 1 and np.isfinite(values[0]):  # one point: its value in words too
+            ax.annotate(
+                f"{values[0]:.2f}",
+                (x[0], values[0]),
+                xytext=(8, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=9,
+                color=colour,
+            )
+    _bounded_axis(ax, np.concatenate([changed, nmi_previous]))
+    _epoch_axis(ax, x, "epoch (compared with the one before)")
     ax.set_title("stability from one epoch to the next", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
 
 
+#: The smallest fraction a cell of the flow matrix writes as a number.
+FLOW_TEXT_MIN = 0.1
+
+
 def flow_heatmap(
     matrix: np.ndarray, clusters: np.ndarray, matched: np.ndarray, epochs: tuple[int, int]
 ) -> Figure:
-    """Where the images of the largest clusters of the later epoch were the epoch before."""
+    """Where the images of the largest clusters of the later epoch were the epoch before.
+
+    Cells of at least ``FLOW_TEXT_MIN`` carry their percentage, in a readable size; the
+    smaller ones only their colour."""
     earlier, later = epochs
     figure = Figure(figsize=(8.5, 6), layout="constrained")
     ax = figure.subplots()
@@ -218,15 +405,40 @@ def flow_heatmap(
     ax.set_yticks(range(len(clusters)), [str(c) for c in clusters], fontsize=8)
     ax.set_xlabel(f"matched cluster at epoch {earlier}")
     ax.set_ylabel(f"cluster at epoch {later} (largest first)")
-    for (row, column), value in np.ndenumerate(matrix):
-        if value >= 0.05:
-            colour = "white" if value > 0.6 else "black"
-            ax.text(column, row, f"{value:.0%}", ha="center", va="center", fontsize=6, color=colour)
+    # About 0.5 inch per cell at 13 columns: "100%" fits at 9 pt; more columns, smaller text
+    # down to 7 pt, and no text at all where even that would not fit.
+    fontsize = min(9.0, 9.0 * 13 / max(matrix.shape))
+    if fontsize >= 7:
+        for (row, column), value in np.ndenumerate(matrix):
+            if value >= FLOW_TEXT_MIN:
+                colour = "white" if value > 0.6 else "black"
+                ax.text(
+                    column,
+                    row,
+                    f"{value:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color=colour,
+                )
     figure.colorbar(image, ax=ax, label="fraction of the cluster's images", fraction=0.04)
     ax.set_title(
         f"where the images of epoch {later}'s clusters were at epoch {earlier}", fontsize=11
     )
     return figure
+
+
+#: Pixels on each side of a Sobel output computed from the zero padding (3x3 kernel,
+#: padding 1): a normalised black background is far from 0, so these are strong red and
+#: blue stripes that the image does not have.
+SOBEL_BORDER = 1
+
+
+def sobel_inside(sobel: np.ndarray) -> np.ndarray:
+    """(2, S, S) Sobel output without its ``SOBEL_BORDER`` (what a valid convolution
+    gives): only the gradients of the image itself."""
+    b = SOBEL_BORDER
+    return sobel[..., b:-b, b:-b] if min(sobel.shape[-2:]) > 2 * b else sobel
 
 
 def transform_grid(images: list[ExploredImage]) -> Figure:
@@ -243,12 +455,9 @@ def transform_grid(images: list[ExploredImage]) -> Figure:
             (explored.clustering_view, {}),
         ]
         if explored.sobel is not None:
-            # The zero padding makes strong gradients on the border; scale the colours to
-            # the inside, where the digit or object is.
-            limit = float(np.quantile(np.abs(explored.sobel), 0.99)) or 1.0
-            panels += [
-                (g, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}) for g in explored.sobel
-            ]
+            inside = sobel_inside(explored.sobel)
+            limit = float(np.quantile(np.abs(inside), 0.99)) or 1.0
+            panels += [(g, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}) for g in inside]
         panels += [(view, {}) for view in explored.training_views]
         for ax, (pixels, style) in zip(row, panels, strict=True):
             ax.imshow(pixels, interpolation="nearest", **style)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from dcframe.core import kinds
+from dcframe.core.errors import UserError
 from dcframe.engine.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
 from dcframe.report import figures
 from dcframe.report.clusters import LabelStats, cluster_sizes, flow_matrix, match_clusters
@@ -113,11 +115,17 @@ def overview(ctx: Context) -> Section:
 
 
 def curves(ctx: Context) -> Section:
+    left_out = figures.curve_panels(ctx.run.metrics).sentences()
     body = figure(svg_uri(figures.metric_curves(ctx.run.metrics)), "metrics over epochs")
+    if left_out:
+        body += f'<p class="note"><strong>{escape(" ".join(left_out))}</strong></p>'
     body += note(
-        "Every field of metrics.jsonl over the finished epochs. The loss starts near ln(k) "
+        "The fields of metrics.jsonl over the finished epochs; a count that stayed 0 in every "
+        "epoch gets a sentence above instead of a flat line. The loss starts near ln(k) "
         "every epoch because the top layer is new; NMI(t-1, t) near 1 means stable clusters; "
-        "NMI(labels) and the kNN accuracy use the labels, which never train anything."
+        "NMI(labels) and the kNN accuracy use the labels, which never train anything. Axes "
+        f"of measures in [0, 1] span at least {figures.BOUNDED_MIN_SPAN:g}, so that noise "
+        "does not look like a cliff."
     )
     return Section("curves", "Curves", body)
 
@@ -371,7 +379,8 @@ def transforms(ctx: Context) -> Section:
         text += (
             " Sobel Gx and Gy: the backbone's frozen Sobel layer applied to the normalised "
             "clustering view (mean of RGB, then the two gradient kernels); these two channels, "
-            "not the colours, reach the first convolution. Red is positive, blue negative."
+            "not the colours, reach the first convolution. Red is positive, blue negative; "
+            f"the outer {figures.SOBEL_BORDER} px, computed from the zero padding, are cropped."
         )
     else:
         text += " The backbone has no Sobel layer: the normalised RGB view is its input."
@@ -401,16 +410,85 @@ def _headline(command: str, scores: dict[str, Any]) -> str:
     return escape(json.dumps(scores)[:80])
 
 
+#: The placeholder for the validation folder of an image-folder run (the recipe names the
+#: training images only).
+VAL_DIR = "VAL_DIR"
+
+
+def eval_data_flags(data: dict[str, Any]) -> tuple[str, str | None]:
+    """The ``dcframe eval`` flags naming a run's own images, from its recipe's ``[data]``,
+    and what the user must still supply (None when nothing).
+
+    ``sklearn-digits`` and the other datasets: ``--data NAME`` with each parameter that
+    differs from its default as ``--data-set KEY=VALUE`` (``split`` left out: evaluation
+    reads the training split and validates on the test split). ``imagefolder``:
+    ``--train-dir ROOT --val-dir VAL_DIR``, the validation folder being the user's.
+    """
+    name = str(data.get("name", ""))
+    try:
+        fields = kinds.datasets.get(name).params_model.model_fields
+    except UserError:  # a plugin dataset not installed here: its name alone
+        return f"--data {shlex.quote(name)}", None
+    if name == "imagefolder":
+        flags = f"--train-dir {shlex.quote(str(data.get('root')))} --val-dir {VAL_DIR}"
+        return flags, (
+            f"{VAL_DIR} is your folder of labelled validation images, one subfolder per "
+            "class like the training folder (the recipe names the training images only)."
+        )
+    words = ["--data", shlex.quote(name)]
+    for key, value in data.items():
+        if key in fields and key != "split" and value != fields[key].default:
+            text = value if isinstance(value, str) else json.dumps(value)
+            words += ["--data-set", shlex.quote(f"{key}={text}")]
+    if "split" in fields:
+        return " ".join(words), None
+    words += ["--val-set", "KEY=VALUE"]
+    return " ".join(words), (
+        f"{name} has no train/test split: give the validation images with --val-set "
+        "KEY=VALUE (the same parameters, pointing at them)."
+    )
+
+
+def eval_hints(ctx: Context) -> tuple[list[str], str | None]:
+    """The commands that evaluate the run and its random-init baseline on the run's own
+    data, writing into ``RUN/eval`` where the report finds them; and what is left to the
+    user."""
+    run = ctx.run
+    flags, supply = eval_data_flags(run.recipe.data.model_dump())
+    path = shlex.quote(str(run.path))
+    output = shlex.quote(str(run.path / "eval"))
+    recipe_file = shlex.quote(str(run.path / "recipe.toml"))
+    commands = [
+        f"dcframe eval knn {path} {flags}",
+        f"dcframe eval knn --random-init {shlex.quote(run.recipe.backbone.name)} "
+        f"--recipe {recipe_file} {flags} --output {output}",
+    ]
+    if run.dataset.labels is None:
+        unlabelled = (
+            "The run's images have no labels; kNN and linear probes need labelled "
+            "training and validation images."
+        )
+        supply = f"{supply} {unlabelled}" if supply else unlabelled
+    return commands, supply
+
+
+def _hint_html(lead: str, commands: list[str], supply: str | None) -> str:
+    lines = "".join(f"<pre><code>{escape(c)}</code></pre>" for c in commands)
+    return note(lead) + lines + (note(supply) if supply else "")
+
+
 def evaluation(ctx: Context) -> Section:
     found = ctx.run.evals
+    commands, supply = eval_hints(ctx)
     if not found:
         return Section(
             "evaluation",
             "Evaluation",
-            note(
-                f"No results in {ctx.run.path / 'eval'}. Evaluate the run with e.g. "
-                f"dcframe eval knn {ctx.run.path} --data sklearn-digits, and a random init for "
-                f"comparison with --random-init BACKBONE --output {ctx.run.path / 'eval'}."
+            _hint_html(
+                f"No results in {ctx.run.path / 'eval'}. Evaluate the run on its own data, "
+                "and a random init of the same network for comparison:",
+                commands,
+                supply,
             ),
         )
     body = ""
@@ -437,9 +515,6 @@ def evaluation(ctx: Context) -> Section:
         ]
         body += f"<h3>{escape(command)}</h3>" + table(headers, rows)
     if not any(r.random_init for r in found):
-        body += note(
-            "No random-init result to compare with: run the same command with --random-init "
-            f"BACKBONE --output {ctx.run.path / 'eval'}."
-        )
+        body += _hint_html("No random-init result to compare with:", commands[1:], supply)
     body += note("Scores in percent for kNN and linear probes; NMI and accuracy in [0, 1].")
     return Section("evaluation", "Evaluation", body)
