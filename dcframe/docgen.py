@@ -34,7 +34,7 @@ from typing import Any
 from pydantic_core import PydanticUndefined
 
 import dcframe
-from dcframe.core.describe import ParameterRow, parameter_rows
+from dcframe.core.describe import ParameterRow, first_paragraph, parameter_rows
 from dcframe.core.params import Params
 
 # ----------------------------------------------------------------------- markdown
@@ -133,9 +133,9 @@ def parameter_table(rows: list[ParameterRow], name_row: ParameterRow | None = No
 
 
 def _summary_and_body(cls: type) -> tuple[str, str]:
-    doc = inspect.getdoc(cls) or ""
-    first, _, rest = doc.strip().partition("\n")
-    return first.strip(), rest.strip()
+    doc = (inspect.getdoc(cls) or "").strip()
+    _, _, rest = doc.partition("\n\n")
+    return first_paragraph(cls), rest.strip()
 
 
 def _toml_value(value: Any) -> str:

@@ -33,11 +33,16 @@ def plain_text(text: str) -> str:
     return _LITERAL.sub(r"`\1`", _ROLE.sub(role, text))
 
 
-def summary_text(cls: type) -> str:
-    """A component's one-line description: the first paragraph of its docstring (which may
-    run over several source lines) joined into one line, as :func:`plain_text`."""
+def first_paragraph(cls: type) -> str:
+    """The first paragraph of a class docstring (which may run over several source lines),
+    joined into one line: a component's description in listings, schemas and the docs."""
     doc = (inspect.getdoc(cls) or "").strip()
-    return plain_text(" ".join(doc.split("\n\n", 1)[0].split()))
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def summary_text(cls: type) -> str:
+    """A component's one-line description, as :func:`plain_text`."""
+    return plain_text(first_paragraph(cls))
 
 
 def doc_text(cls: type) -> str:

@@ -7,7 +7,6 @@ engine or the CLI; the engine only talks to them through the methods below.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dcframe.core.describe import first_paragraph
+
 # The parameters models are torch-free, so recipes validate without torch; re-exported here.
 from dcframe.core.params import BackboneParams, ClustererParams, NoParams
 from dcframe.core.params import Params as ParamsModel
@@ -28,9 +29,8 @@ if TYPE_CHECKING:
 
 
 def summary_of(cls: type) -> str:
-    """First line of a class docstring: the one-line description shown in listings."""
-    doc = inspect.getdoc(cls) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The one-line description shown in listings: the docstring's first paragraph."""
+    return first_paragraph(cls)
 
 
 class Component(ABC):  # noqa: B024 - each kind below declares its abstract methods
