@@ -31,7 +31,8 @@ def _values(metrics: list[dict[str, Any]], key: str, sub: str | None = None) -> 
 
 def _line(ax: Any, x: np.ndarray, y: np.ndarray, **style: Any) -> None:
     marker = "o" if len(x) <= 30 else None
-    size = 6 if len(x) == 1 else 3  # a single epoch is a point: make it visible
+    # A single value (one epoch, or NMI(t-1, t) of a two-epoch run) is a point alone: larger.
+    size = 6 if np.count_nonzero(np.isfinite(y)) == 1 else 3
     ax.plot(x, y, marker=marker, markersize=size, linewidth=1.5, **style)
 
 
