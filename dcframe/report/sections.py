@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from dcframe.core import kinds
-from dcframe.core.errors import UserError
 from dcframe.engine.galleries import CLOSEST, RANDOM_MEMBERS, Shown, pick_clusters, shown_members
+from dcframe.evaluation.hints import VAL_DIR, data_flags
 from dcframe.report import figures
 from dcframe.report.clusters import LabelStats, cluster_sizes, flow_matrix, match_clusters
 from dcframe.report.embed import png_uri, svg_uri, thumbnail_uri
@@ -410,43 +409,22 @@ def _headline(command: str, scores: dict[str, Any]) -> str:
     return escape(json.dumps(scores)[:80])
 
 
-#: The placeholder for the validation folder of an image-folder run (the recipe names the
-#: training images only).
-VAL_DIR = "VAL_DIR"
-
-
 def eval_data_flags(data: dict[str, Any]) -> tuple[str, str | None]:
-    """The ``dcframe eval`` flags naming a run's own images, from its recipe's ``[data]``,
-    and what the user must still supply (None when nothing).
-
-    ``sklearn-digits`` and the other datasets: ``--data NAME`` with each parameter that
-    differs from its default as ``--data-set KEY=VALUE`` (``split`` left out: evaluation
-    reads the training split and validates on the test split). ``imagefolder``:
-    ``--train-dir ROOT --val-dir VAL_DIR``, the validation folder being the user's.
-    """
-    name = str(data.get("name", ""))
-    try:
-        fields = kinds.datasets.get(name).params_model.model_fields
-    except UserError:  # a plugin dataset not installed here: its name alone
-        return f"--data {shlex.quote(name)}", None
-    if name == "imagefolder":
-        flags = f"--train-dir {shlex.quote(str(data.get('root')))} --val-dir {VAL_DIR}"
+    """The ``dcframe eval`` flags naming a run's own images, from its recipe's ``[data]``
+    (:func:`dcframe.evaluation.hints.data_flags`), and what the user must still supply
+    (None when nothing)."""
+    flags = data_flags(data) or ""
+    if f"--val-dir {VAL_DIR}" in flags:
         return flags, (
             f"{VAL_DIR} is your folder of labelled validation images, one subfolder per "
             "class like the training folder (the recipe names the training images only)."
         )
-    words = ["--data", shlex.quote(name)]
-    for key, value in data.items():
-        if key in fields and key != "split" and value != fields[key].default:
-            text = value if isinstance(value, str) else json.dumps(value)
-            words += ["--data-set", shlex.quote(f"{key}={text}")]
-    if "split" in fields:
-        return " ".join(words), None
-    words += ["--val-set", "KEY=VALUE"]
-    return " ".join(words), (
-        f"{name} has no train/test split: give the validation images with --val-set "
-        "KEY=VALUE (the same parameters, pointing at them)."
-    )
+    if "--val-set KEY=VALUE" in flags:
+        return flags, (
+            f"{data.get('name')} has no train/test split: give the validation images with "
+            "--val-set KEY=VALUE (the same parameters, pointing at them)."
+        )
+    return flags, None
 
 
 def eval_hints(ctx: Context) -> tuple[list[str], str | None]:
