@@ -15,6 +15,7 @@ from dcframe.components.backbones import (
     VGG16,
     AlexNet,
     AlexNetParams,
+    ResNet18,
     ResNet50,
     Sobel,
     VGG16Params,
@@ -331,6 +332,30 @@ def test_resnet50_small_input_single_image() -> None:
         "layer4": (2048, 4, 4),
     }
     torch.testing.assert_close(maps["layer4"].mean(dim=(2, 3)), features)
+
+
+def test_resnet18_is_the_cifar_resnet_of_short_benchmarks() -> None:
+    """Issue 27: the small-input ResNet-18: 3x3 stride-1 stem, no max-pool, 512-d."""
+    model = ResNet18(ResNet18.Params(sobel=False, small_input=True)).eval()
+    assert model.input_size == 32 and model.feature_dim == 512
+    assert model.conv1.in_channels == 3
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    assert sum(p.numel() for p in model.parameters()) == 11_168_832  # torchvision's - fc
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.embed(x)
+        maps = model.taps(x, list(ResNet18.tap_names))
+    assert {name: tuple(m.shape[1:]) for name, m in maps.items()} == {
+        "conv1": (64, 32, 32),
+        "layer1": (64, 32, 32),
+        "layer2": (128, 16, 16),
+        "layer3": (256, 8, 8),
+        "layer4": (512, 4, 4),
+    }
+    torch.testing.assert_close(maps["layer4"].mean(dim=(2, 3)), features)
+    full = ResNet18(ResNet18.Params(sobel=False))
+    assert full.conv1.kernel_size == (7, 7) and isinstance(full.maxpool, nn.MaxPool2d)
 
 
 def test_resnet50_full_size_keeps_the_torchvision_stem() -> None:

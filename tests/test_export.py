@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from dcframe.components.backbones import VGG16, ResNet50
+from dcframe.components.backbones import VGG16, ResNet18, ResNet50
 from dcframe.core.errors import UserError
 from dcframe.core.interfaces import Backbone
 from dcframe.tools.export import export, torchvision_state_dict
@@ -45,14 +46,14 @@ def _run_dir(root: Path, backbone: Backbone, name: str, table: str) -> Path:
     return root
 
 
-def _resnet(sobel: bool, small_input: bool) -> ResNet50:
+def _resnet(sobel: bool, small_input: bool, kind: type[ResNet50 | ResNet18] = ResNet50) -> Any:
     torch.manual_seed(1)
-    params = ResNet50.Params(sobel=sobel, small_input=small_input)
-    return _randomised(ResNet50(params))  # type: ignore[return-value]
+    params = kind.Params(sobel=sobel, small_input=small_input)
+    return _randomised(kind(params))
 
 
-def _torchvision_resnet(small_input: bool) -> nn.Module:
-    model = torchvision.models.resnet50(weights=None)
+def _torchvision_resnet(small_input: bool, arch: str = "resnet50") -> nn.Module:
+    model = getattr(torchvision.models, arch)(weights=None)
     model.fc = nn.Identity()
     if small_input:  # the documented stem of a small-input export
         model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
@@ -92,6 +93,18 @@ def test_resnet50_cli_export_loads_into_torchvision(tmp_path: Path, small_input:
     model = _torchvision_resnet(small_input)
     model.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, 32, 32) if small_input else torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), backbone.embed(x), **TOLERANCE)
+
+
+def test_small_input_resnet18_exports_into_torchvision_resnet18(tmp_path: Path) -> None:
+    backbone = _resnet(sobel=False, small_input=True, kind=ResNet18)
+    run = _run_dir(tmp_path / "run", backbone, "resnet18", "sobel = false\nsmall_input = true")
+    summary = export(run, tmp_path / "trunk.pth", "torchvision")
+    assert summary["torchvision_model"] == "resnet18"
+    model = _torchvision_resnet(small_input=True, arch="resnet18")
+    model.load_state_dict(torch.load(tmp_path / "trunk.pth", weights_only=True), strict=True)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), backbone.embed(x), **TOLERANCE)
 

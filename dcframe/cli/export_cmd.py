@@ -42,8 +42,8 @@ def export(
         typer.Option("--epoch", min=0, help="Export checkpoints/epoch_NNNN.pt of a run."),
     ] = None,
 ) -> None:
-    """Write the trunk's weights under torchvision's keys (VGG16 -> vgg16_bn, ResNet-50 ->
-    resnet50; the top layer is dropped), loadable with load_state_dict(strict=True)."""
+    """Write the trunk's weights under torchvision's keys (VGG16 -> vgg16_bn, ResNet-18/50 ->
+    resnet18/50; the top layer is dropped), loadable with load_state_dict(strict=True)."""
     from dcframe.tools.export import TORCHVISION_HEADS
     from dcframe.tools.export import export as write_export
 

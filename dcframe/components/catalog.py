@@ -35,6 +35,7 @@ def backbones() -> dict[str, Builtin]:
     return {
         "alexnet": Builtin(f"{_HERE}.backbones.alexnet:AlexNet", AlexNetParams),
         "vgg16": Builtin(f"{_HERE}.backbones.vgg:VGG16", VGG16Params),
+        "resnet18": Builtin(f"{_HERE}.backbones.resnet:ResNet18", BackboneParams),
         "resnet50": Builtin(f"{_HERE}.backbones.resnet:ResNet50", BackboneParams),
     }
 

@@ -1,7 +1,7 @@
 """Export a trained trunk's weights under torchvision's names (`dcframe export`).
 
-The exported state dict loads into `torchvision.models.vgg16_bn` or
-`torchvision.models.resnet50` with `strict=True` once that model's classifier head is
+The exported state dict loads into `torchvision.models.vgg16_bn`, `resnet18` or
+`resnet50` with `strict=True` once that model's classifier head is
 replaced by `torch.nn.Identity()`: the top layer is not exported, since it only predicted
 the last epoch's clusters. Key mapping (`N` any index; dcframe's own keys on the left):
 
@@ -10,7 +10,7 @@ the last epoch's clusters. Key mapping (`N` any index; dcframe's own keys on the
 | VGG16 `features.N.*` | vgg16_bn `features.N.*` | same layout: conv, BN, ReLU; max-pools |
 | VGG16 `classifier.0.*` | vgg16_bn `classifier.0.*` | fc6 |
 | VGG16 `classifier.3.*` | vgg16_bn `classifier.3.*` | fc7 |
-| ResNet50, every key | resnet50, the same key | dcframe keeps torchvision's modules |
+| ResNet18/50, every key | resnet18/50, the same key | dcframe keeps torchvision's modules |
 | `sobel.{0,1}.*` | `sobel.{0,1}.*` (kept) | Sobel models only (see below) |
 | `top_layer.*` | dropped | torchvision's `classifier.6` / `fc` |
 
@@ -19,7 +19,7 @@ replaces before `load_state_dict` (`docs/using-features.md` shows both):
 
 * Sobel input: the first conv takes the 2 gradient channels instead of RGB, and the four
   frozen `sobel.*` tensors are added (a 1x1 conv 3 -> 1, then a 3x3 conv 1 -> 2, padding 1).
-* Small-input ResNet-50: `conv1` is 3x3 stride 1 padding 1 and the stem max-pool is
+* Small-input ResNet-18/50: `conv1` is 3x3 stride 1 padding 1 and the stem max-pool is
   `nn.Identity()`.
 
 Refused, with the reason: AlexNet (torchvision's AlexNet has other channel counts and no
@@ -44,9 +44,9 @@ SOBEL_PREFIX = "sobel."
 INSTALL_HINT = "pip install 'dcframe[export]'"
 
 #: dcframe backbone name -> the torchvision builder whose layout its export has.
-TORCHVISION_MODELS = {"vgg16": "vgg16_bn", "resnet50": "resnet50"}
+TORCHVISION_MODELS = {"vgg16": "vgg16_bn", "resnet18": "resnet18", "resnet50": "resnet50"}
 #: The head each torchvision model has in place of dcframe's top layer (not exported).
-TORCHVISION_HEADS = {"vgg16_bn": "classifier.6", "resnet50": "fc"}
+TORCHVISION_HEADS = {"vgg16_bn": "classifier.6", "resnet18": "fc", "resnet50": "fc"}
 
 
 def torchvision_state_dict(backbone: Backbone, name: str) -> tuple[str, dict[str, torch.Tensor]]:
@@ -76,7 +76,8 @@ def _torchvision_arch(backbone: Backbone, name: str) -> str:
             "torchvision has no model for dcframe's AlexNet: the paper's AlexNet has 96, 256, "
             "384, 384 and 256 conv channels, each conv followed by BatchNorm, while "
             "torchvision.models.alexnet has 64, 192, 384, 256 and 256 and no BatchNorm; load "
-            "these weights with dcframe.load_backbone instead (or train a vgg16 or resnet50)"
+            "these weights with dcframe.load_backbone instead (or train a vgg16, resnet18 or "
+            "resnet50)"
         )
     if name not in TORCHVISION_MODELS:
         raise UserError(
@@ -102,7 +103,7 @@ def _torchvision_arch(backbone: Backbone, name: str) -> str:
 
 def first_conv_shape(arch: str, sobel: bool, small_input: bool) -> tuple[int, int, int, int]:
     """Shape of the exported first conv's weight: torchvision's, with 2 input channels for
-    Sobel input and a 3x3 kernel for the small-input ResNet-50 stem."""
+    Sobel input and a 3x3 kernel for the small-input ResNet stem."""
     kernel = 3 if arch == "vgg16_bn" or small_input else 7
     return (64, 2 if sobel else 3, kernel, kernel)
 
@@ -121,7 +122,7 @@ def _check_against_torchvision(arch: str, state: dict[str, torch.Tensor]) -> Non
     first_conv = next(iter(expected))
     if first_conv in trunk:
         sobel = any(k.startswith(SOBEL_PREFIX) for k in state)
-        small = trunk[first_conv][2] == 3 and arch == "resnet50"
+        small = trunk[first_conv][2] == 3 and arch in ("resnet18", "resnet50")
         expected[first_conv] = first_conv_shape(arch, sobel, small)
     wrong = sorted(
         f"{k} {trunk.get(k)} vs torchvision {expected.get(k)}"

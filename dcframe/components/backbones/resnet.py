@@ -1,4 +1,5 @@
-"""ResNet-50 (torchvision architecture), the backbone of later DeepCluster reproductions."""
+"""ResNets in torchvision's architecture: ResNet-50, the backbone of later DeepCluster
+reproductions, and ResNet-18, the usual network of short self-supervised benchmarks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,64 @@ from dcframe.core.interfaces import Backbone, BackboneParams
 _STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
-class ResNet50(Backbone):
+class TorchvisionResNet(Backbone):
+    """A torchvision ResNet trunk behind the backbone contract; a subclass names the
+    architecture (``architecture``) and documents it."""
+
+    #: The torchvision constructor's name ("resnet50").
+    architecture: ClassVar[str]
+
+    tap_names: ClassVar[tuple[str, ...]] = ("conv1", "layer1", "layer2", "layer3", "layer4")
+
+    # Assigned from the torchvision net in __init__; declared for type checkers.
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d | nn.Identity
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    def __init__(self, params: BackboneParams) -> None:
+        super().__init__(params)
+        self.input_size = params.input_size
+        import torchvision  # slow import: only when a ResNet is built
+
+        net = getattr(torchvision.models, self.architecture)(weights=None)
+        self.feature_dim = net.fc.in_features
+        self.sobel = input_layer(params)
+        if params.sobel or params.small_input:
+            kernel, stride, padding = (
+                small_stem(params.input_size, kernel_at_32=3) if params.small_input else (7, 2, 3)
+            )
+            net.conv1 = nn.Conv2d(
+                input_channels(params), 64, kernel, stride=stride, padding=padding, bias=False
+            )
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if params.small_input:
+            net.maxpool = nn.Identity()
+        for name in _STAGES:
+            setattr(self, name, getattr(net, name))
+        self._tap_index = {
+            "conv1": _STAGES.index("relu"),
+            **{f"layer{i}": _STAGES.index(f"layer{i}") for i in range(1, 5)},
+        }
+
+    def _stages(self) -> list[nn.Module]:
+        return [getattr(self, name) for name in _STAGES]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sobel(x)
+        for stage in self._stages():
+            x = stage(x)
+        return x.mean(dim=(2, 3))
+
+    def taps(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        return run_taps(self._stages(), self._tap_index, self.sobel(x), names)
+
+
+class ResNet50(TorchvisionResNet):
     """ResNet-50 (torchvision layout); clusters on the 2048-d global-average-pooled output.
 
     The trunk is ``torchvision.models.resnet50(weights=None)`` without its ``fc``: the modules
@@ -59,51 +117,18 @@ class ResNet50(Backbone):
     ``layer1`` ... ``layer4``.
     """
 
-    tap_names: ClassVar[tuple[str, ...]] = ("conv1", "layer1", "layer2", "layer3", "layer4")
+    architecture = "resnet50"
 
-    # Assigned from the torchvision net in __init__; declared for type checkers.
-    conv1: nn.Conv2d
-    bn1: nn.BatchNorm2d
-    relu: nn.ReLU
-    maxpool: nn.MaxPool2d | nn.Identity
-    layer1: nn.Sequential
-    layer2: nn.Sequential
-    layer3: nn.Sequential
-    layer4: nn.Sequential
 
-    def __init__(self, params: BackboneParams) -> None:
-        super().__init__(params)
-        self.input_size = params.input_size
-        from torchvision.models import resnet50  # slow import: only when a ResNet is built
+class ResNet18(TorchvisionResNet):
+    """ResNet-18 (torchvision layout); clusters on the 512-d global-average-pooled output.
 
-        net = resnet50(weights=None)
-        self.feature_dim = net.fc.in_features
-        self.sobel = input_layer(params)
-        if params.sobel or params.small_input:
-            kernel, stride, padding = (
-                small_stem(params.input_size, kernel_at_32=3) if params.small_input else (7, 2, 3)
-            )
-            net.conv1 = nn.Conv2d(
-                input_channels(params), 64, kernel, stride=stride, padding=padding, bias=False
-            )
-            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-        if params.small_input:
-            net.maxpool = nn.Identity()
-        for name in _STAGES:
-            setattr(self, name, getattr(net, name))
-        self._tap_index = {
-            "conv1": _STAGES.index("relu"),
-            **{f"layer{i}": _STAGES.index(f"layer{i}") for i in range(1, 5)},
-        }
+    With ``small_input = true`` at 32 px this is the CIFAR ResNet-18 of short
+    self-supervised benchmarks: a 3x3 stride-1 stem conv and no stem max-pool, so
+    ``layer1`` ... ``layer4`` see 32, 16, 8 and 4 px maps. Everything else is as for
+    :class:`ResNet50` (the stem rule at other sizes, Sobel input, init, taps, torchvision's
+    module names and state-dict keys), with basic blocks instead of bottlenecks: 64, 128,
+    256 and 512 channels, ``feature_dim`` 512.
+    """
 
-    def _stages(self) -> list[nn.Module]:
-        return [getattr(self, name) for name in _STAGES]
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.sobel(x)
-        for stage in self._stages():
-            x = stage(x)
-        return x.mean(dim=(2, 3))
-
-    def taps(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        return run_taps(self._stages(), self._tap_index, self.sobel(x), names)
+    architecture = "resnet18"
