@@ -296,7 +296,7 @@ def _model(saved: clusterings.SavedClustering, source: Path) -> ClusterModel:
     recipe = validate(tomllib.loads(saved.recipe))
     clusterer = kinds.clusterers.get(recipe.clusterer.name).cls(recipe.clusterer)
     problems = [reason for reason in saved.missing if reason.startswith("preprocess")]
-    if type(clusterer).assign is Clusterer.assign:
+    if not clusterer.places_new_rows():
         problems.append(
             f"the clusterer {recipe.clusterer.name!r} ({type(clusterer).__name__}) does not "
             "implement assign(), so its clusters are not defined for new images"

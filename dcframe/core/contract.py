@@ -153,7 +153,7 @@ def check_clusterer(cls: type[Clusterer], params: Any = None) -> None:
     assert first.centroids.shape == (4, x.shape[1]), "centroids must be (k, d)"
     assert first.centroids.dtype == np.float32, "centroids must be float32"
     np.testing.assert_array_equal(labels, second.assignments, err_msg="same seed, new labels")
-    if type(clusterer).assign is not Clusterer.assign:  # optional: places new rows
+    if clusterer.places_new_rows():  # optional
         placed = clusterer.assign(x, first.centroids, "cpu")
         np.testing.assert_array_equal(
             placed.assignments, labels, err_msg="assign of the clustered rows changes clusters"

@@ -225,6 +225,11 @@ class Clusterer(Component):
     def cluster(self, x: np.ndarray, seed: int, device: str) -> Clustering:
         """Cluster float32 rows ``x`` (N x d) with this seed on ``device`` ("cpu"/"cuda")."""
 
+    @classmethod
+    def places_new_rows(cls) -> bool:
+        """Whether this clusterer implements :meth:`assign` (its runs can assign new images)."""
+        return cls.assign is not Clusterer.assign
+
     def assign(self, x: np.ndarray, centroids: np.ndarray, device: str) -> Placement:
         """Place rows ``x`` (N x d float32, preprocessed as the clustered rows were) in the
         clusters that :meth:`cluster` returned ``centroids`` for: how ``dcframe assign``

@@ -23,7 +23,7 @@ import torch
 
 from dcframe.core.distributed import World
 from dcframe.core.errors import UserError
-from dcframe.core.interfaces import Clusterer, EpochRecord, Preprocessor
+from dcframe.core.interfaces import EpochRecord, Preprocessor
 from dcframe.engine.epoch_features import Clustered
 from dcframe.engine.logbook import Logbook
 from dcframe.engine.setup import Components
@@ -144,13 +144,13 @@ class Recorder:
         """The distances of the epoch's clustering and what defines it (written as soon as
         it exists, before training changes the trunk; a redone clustering writes the same
         values)."""
-        steps, missing = _step_states(parts.preprocessors)
-        if type(parts.clusterer).assign is Clusterer.assign:
-            missing.append(
-                f"clusterer {type(parts.clusterer).__name__} does not implement assign()"
-            )
 
         def write() -> None:
+            steps, missing = _step_states(parts.preprocessors)
+            if not parts.clusterer.places_new_rows():
+                missing.append(
+                    f"clusterer {type(parts.clusterer).__name__} does not implement assign()"
+                )
             # the distances exist on the main process, where this runs
             distances = [cast(np.ndarray, head.distances) for head in heads]
             self.rundir.save_distances(epoch, distances[0])

@@ -152,10 +152,8 @@ def _measuring(recipe: Any, images: int, reporter: Reporter) -> Iterator[_Stages
     devices = resolve_devices(recipe.run, parts.clusterer, reporter)
     trainer = Trainer.create(recipe, parts.backbone, devices)
     with tempfile.TemporaryDirectory(prefix="dcframe-bench-") as scratch:
-        stages = _Stages(recipe, sliced, trainer, Path(scratch))
-        stages.full = full
-        stages.clustered_k = parts.clusterer.k + sum(c.k for c in parts.extra_clusterers)
-        yield stages
+        clustered_k = parts.clusterer.k + sum(c.k for c in parts.extra_clusterers)
+        yield _Stages(recipe, sliced, trainer, Path(scratch), (full, clustered_k))
 
 
 def _projection(
@@ -298,11 +296,18 @@ class _Stages:
     clusterer already has the slice's k), with what the floors start from prepared once,
     outside any timing."""
 
-    def __init__(self, recipe: Any, parts: Components, trainer: Trainer, scratch: Path) -> None:
+    def __init__(
+        self,
+        recipe: Any,
+        parts: Components,
+        trainer: Trainer,
+        scratch: Path,
+        scale: tuple[int, int],
+    ) -> None:
         self.seed, self.parts, self.trainer = recipe.run.seed, parts, trainer
         self.k, self.batch = parts.clusterer.k, recipe.optimizer.batch_size
-        # set by _measuring: the recipe's images, and the k of all its heads together
-        self.full, self.clustered_k = len(parts.dataset), self.k
+        # what the slice stands for: the recipe's images, and the k of all its heads together
+        self.full, self.clustered_k = scale
         backbone, device = parts.backbone, trainer.devices.network
         # The run's loader serves the floors' decoding too, so both sides have the same
         # (already started) workers.
