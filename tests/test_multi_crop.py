@@ -120,11 +120,6 @@ def test_batched_multi_crop_follows_the_per_image_view(jitter: float) -> None:
         assert torch.equal(again, first)
 
 
-@pytest.mark.xfail(
-    reason="collate_readable stacks only images that are tensors; a tuple of crops per image "
-    "comes back as a list of tuples until it also default_collates tuples of tensors",
-    strict=False,
-)
 def test_collating_multi_crop_items_gives_one_batch_per_crop() -> None:
     view = _view()
     rng = np.random.default_rng(3)

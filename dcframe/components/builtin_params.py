@@ -21,6 +21,31 @@ from dcframe.core.params import (
     Params,
 )
 
+# ----------------------------------------------------------------------------- methods
+
+
+class DeepClusterV2Params(Params):
+    """Parameters of DeepCluster-v2 (Caron et al. 2020): the projection head and the loss."""
+
+    temperature: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="T of softmax(z . c / T) between a view's projection z and the frozen "
+        "prototypes c (DeepCluster-v2: 0.1).",
+    )
+    projection_dim: int = Field(
+        128, ge=2, le=65536, description="Width of the L2-normalised projection (v2: 128)."
+    )
+    hidden_dim: int = Field(
+        2048,
+        ge=0,
+        le=65536,
+        description="Hidden width of the projection MLP, Linear-BatchNorm-ReLU-Linear (v2: "
+        "2048); 0: a single linear layer.",
+    )
+
+
 # --------------------------------------------------------------------------- backbones
 
 #: (kernel, stride, padding) of a square conv or max-pool: all the side of its output

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dcframe.components.builtin_params import (
     AlexNetParams,
     CifarParams,
+    DeepClusterV2Params,
     FaissKMeansParams,
     FileListParams,
     ImageFolderParams,
@@ -29,6 +30,16 @@ from dcframe.core.params import BackboneParams, NoParams
 from dcframe.core.registry import Builtin
 
 _HERE = "dcframe.components"
+
+
+def methods() -> dict[str, Builtin]:
+    # Methods run the engine's parts: they live above it, in dcframe.methods, named here.
+    return {
+        "deepcluster": Builtin("dcframe.methods.deepcluster:DeepCluster", NoParams),
+        "deepcluster-v2": Builtin(
+            "dcframe.methods.deepcluster_v2:DeepClusterV2", DeepClusterV2Params
+        ),
+    }
 
 
 def backbones() -> dict[str, Builtin]:

@@ -141,6 +141,32 @@ class World:
             assert out is not None
             out[index] = rows
             return
+        counts, padded_index, padded_rows = self._padded(index, rows)
+        indices, blocks = self._gather(padded_index), self._gather(padded_rows)
+        if self.is_main:
+            assert out is not None
+            for count, where, block in zip(counts, indices, blocks, strict=True):
+                out[where[:count].cpu().numpy()] = block[:count].cpu().numpy()
+
+    def all_rows(self, index: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every process's ``index`` and ``rows`` (2-D), concatenated in rank order, on every
+        process."""
+        if not self.distributed:
+            return index, rows
+        counts, padded_index, padded_rows = self._padded(index, rows)
+        indices = [torch.empty_like(padded_index) for _ in range(self.size)]
+        blocks = [torch.empty_like(padded_rows) for _ in range(self.size)]
+        dist.all_gather(indices, padded_index)
+        dist.all_gather(blocks, padded_rows)
+        pairs = zip(counts, indices, blocks, strict=True)
+        kept = [(i[:n].cpu().numpy(), b[:n].cpu().numpy()) for n, i, b in pairs]
+        return np.concatenate([i for i, _ in kept]), np.concatenate([b for _, b in kept])
+
+    def _padded(
+        self, index: np.ndarray, rows: np.ndarray
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Every process's row count, and this one's index and rows padded to the longest
+        (collectives send tensors of one shape)."""
         counts = [0] * self.size
         dist.all_gather_object(counts, len(index))
         longest = max(counts)
@@ -150,11 +176,7 @@ class World:
         )
         padded_index[: len(index)] = torch.from_numpy(index.astype(np.int64))
         padded_rows[: len(index)] = torch.from_numpy(np.ascontiguousarray(rows))
-        indices, blocks = self._gather(padded_index), self._gather(padded_rows)
-        if self.is_main:
-            assert out is not None
-            for count, where, block in zip(counts, indices, blocks, strict=True):
-                out[where[:count].cpu().numpy()] = block[:count].cpu().numpy()
+        return counts, padded_index, padded_rows
 
     def _gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         """Every process's ``tensor`` (all of one shape) on the main process; [] elsewhere."""

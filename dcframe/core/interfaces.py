@@ -34,7 +34,7 @@ def summary_of(cls: type) -> str:
 
 
 class Component(ABC):  # noqa: B024 - each kind below declares its abstract methods
-    """Base class of preprocessors, clusterers, samplers, datasets and loggers."""
+    """Base class of methods, preprocessors, clusterers, samplers, datasets and loggers."""
 
     Params: ClassVar[type[ParamsModel]] = NoParams
 
@@ -60,10 +60,14 @@ class Backbone(nn.Module, ABC):
     * :meth:`body_parameters`: every trainable parameter except the top layer's
       (the frozen Sobel filters are not trainable, so they are excluded too).
     * ``tap_names`` / :meth:`taps`: named intermediate feature maps for evaluation.
+    * ``any_input_size``: whether :meth:`embed` takes images of other sides than
+      ``input_size`` too (a global pooling before the feature), as multi-crop's small views
+      need.
     """
 
     Params: ClassVar[type[BackboneParams]] = BackboneParams
     tap_names: ClassVar[tuple[str, ...]] = ()
+    any_input_size: ClassVar[bool] = False
 
     input_size: int
     feature_dim: int
@@ -372,3 +376,49 @@ class Logger(Component):
 
     def close(self) -> None:
         """Flush and release what :meth:`open` acquired."""
+
+
+# ------------------------------------------------------------------------------ methods
+
+
+class Method(Component):
+    """A self-supervised method: what each epoch of a run does with the shared parts.
+
+    The engine opens the run (the components, devices, processes, run directory, caches,
+    loggers, resume) and hands every method the same session; the method's
+    :meth:`run_epoch` is its protocol, one epoch of it, read top to bottom. ``deepcluster``
+    (the paper's) and ``deepcluster-v2`` are built in; a plugin adds another through the
+    ``dcframe.methods`` entry-point group.
+
+    Everything a method trains besides the backbone (a projection head, a memory bank) is
+    built by :meth:`attach` and saved in every checkpoint through :meth:`state_dict`.
+    """
+
+    def check_recipe(self, recipe: Any) -> list[str]:
+        """Problems of a validated recipe this method cannot run (``section.key: why;
+        fix`` lines), reported before any work; none by default."""
+        return []
+
+    def attach(self, session: Any) -> None:
+        """Build what the method trains besides the backbone, once, before a resumed run's
+        state is loaded (``session``: :class:`dcframe.engine.protocol.Session`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method keeps between epochs, for the checkpoint. A collective in a
+        distributed run: every process calls it, the main process's value is saved."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s value (every process gets the saved one)."""
+
+    def cannot_assign(self) -> str | None:
+        """Why ``dcframe assign`` cannot place new images in this method's clusters, or None
+        when the backbone and the preprocessing steps embed them as the run did."""
+        return None
+
+    @abstractmethod
+    def run_epoch(
+        self, epoch: int, session: Any, previous: np.ndarray | None, resumed: Any
+    ) -> EpochRecord:
+        """One epoch: cluster, train, save (``previous``: the last epoch's assignment, None in
+        the first; ``resumed``: the pass a mid-epoch checkpoint stopped in, or None)."""

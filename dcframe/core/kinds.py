@@ -1,4 +1,4 @@
-"""The six registries, one per component kind, and a lookup by kind name."""
+"""The seven registries, one per component kind, and a lookup by kind name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any, cast
 from dcframe.core.registry import Builtin, Registry
 
 if TYPE_CHECKING:  # the interfaces import torch: each registry resolves its base on first use
-    from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
+    from dcframe.core.interfaces import (
+        Backbone,
+        Clusterer,
+        Dataset,
+        Logger,
+        Method,
+        Preprocessor,
+        Sampler,
+    )
 
 
 def _interface(name: str) -> Callable[[], type]:
@@ -36,6 +44,11 @@ def _catalog(kind: str) -> Callable[[], Mapping[str, Builtin]]:
 
     return read
 
+
+methods: Registry[Method] = Registry(
+    "method", _interface("Method"), "dcframe.methods", "method", _catalog("methods")
+)
+"""Self-supervised methods (:class:`~dcframe.core.interfaces.Method`): one epoch's protocol."""
 
 backbones: Registry[Backbone] = Registry(
     "backbone", _interface("Backbone"), "dcframe.backbones", "backbone", _catalog("backbones")
@@ -72,6 +85,7 @@ loggers: Registry[Logger] = Registry(
 """Where a run's metrics go as it runs (metrics.jsonl, CSV, TensorBoard, a tracker)."""
 
 ALL: tuple[Registry[Any], ...] = (
+    methods,
     backbones,
     preprocessors,
     clusterers,

@@ -74,16 +74,18 @@ def collate_readable(
     items: list[Any],
 ) -> tuple[Any, torch.Tensor | list[torch.Tensor] | None, list[Unreadable]]:
     """Batch the readable (image, target) pairs; the unreadable ones come back as markers.
-    Image tensors are stacked; other images (whole decoded images of different sizes, JPEG
-    bytes) come back as a list. Targets of several heads (tuples) come back as one tensor
-    per head."""
+    Image tensors are stacked (tuples of views, view by view); other images (whole decoded
+    images of different sizes, JPEG bytes) come back as a list. Targets of several heads
+    (tuples) come back as one tensor per head."""
     unreadable = [item for item in items if isinstance(item, Unreadable)]
     readable = [item for item in items if not isinstance(item, Unreadable)]
     if not readable:
         return None, None, unreadable
     images = [image for image, _ in readable]
     targets = default_collate([target for _, target in readable])
-    stacked = default_collate(images) if isinstance(images[0], torch.Tensor) else images
+    # a tensor per image, or a tuple of views (multi-crop): one stacked tensor per view
+    batched = isinstance(images[0], torch.Tensor | tuple)
+    stacked = default_collate(images) if batched else images
     return stacked, targets, unreadable
 
 

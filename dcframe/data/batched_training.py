@@ -24,8 +24,8 @@ from dcframe.data.batch_views import BatchTrainingView, DecodedImage
 from dcframe.data.device_decode import decode_on_device
 from dcframe.data.image_cache import DecodedImageCache
 from dcframe.data.loading import DECODED, JPEG_BYTES, Item, RunLoader
+from dcframe.data.multi_crop import BatchMultiCropView
 from dcframe.data.prefetch import prefetched
-from dcframe.data.transforms import ViewDraw
 
 
 @dataclass
@@ -33,12 +33,13 @@ class DeviceAugmentation:
     """What the batched path needs besides the loader.
 
     Attributes:
-        view: The batched training view, on the network's device.
+        view: The batched training view (one view, or multi-crop's several), on the
+            network's device.
         cache: Decoded images kept from earlier passes (``run.view_cache_gib``), or None.
         jpeg_on_device: Decode JPEGs on the device rather than in the workers.
     """
 
-    view: BatchTrainingView
+    view: BatchTrainingView | BatchMultiCropView
     cache: DecodedImageCache | None = None
     jpeg_on_device: bool = False
 
@@ -48,15 +49,16 @@ class _Prepared:
     """One step's readable images, their draws, their targets, and the unreadable ones."""
 
     images: list[DecodedImage]
-    draws: list[ViewDraw]
+    draws: Any  # per image; multi-crop: per view, per image
     targets: Any
     unreadable: list[Unreadable]
 
 
 def device_augmented(
     loader: RunLoader, steps: Sequence[Sequence[Item]], augmentation: DeviceAugmentation
-) -> Iterator[tuple[torch.Tensor | None, Any, list[Unreadable]]]:
-    """``(views, targets, unreadable)`` of each step's items, augmented on the device."""
+) -> Iterator[tuple[Any, Any, list[Unreadable]]]:
+    """``(views, targets, unreadable)`` of each step's items, augmented on the device
+    (views: a tensor, or multi-crop's list of tensors; None when nothing was readable)."""
     for batch in prefetched(_prepared(loader, steps, augmentation)):
         views = augmentation.view.apply(batch.images, batch.draws) if batch.images else None
         yield views, batch.targets, batch.unreadable
@@ -99,7 +101,7 @@ def _decoded(
     readable: list[Item],
     targets: Any,
     unreadable: list[Unreadable],
-    view: BatchTrainingView,
+    view: BatchTrainingView | BatchMultiCropView,
 ) -> tuple[list[DecodedImage], list[Item], Any]:
     """The batch's JPEG bytes decoded on the device; images no decoder reads join
     ``unreadable`` and leave the batch, with their targets."""

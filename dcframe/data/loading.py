@@ -22,12 +22,8 @@ from dcframe.core.stop_signals import leave_stops_to_the_run
 from dcframe.data.bad_images import MarkUnreadable, collate_readable
 from dcframe.data.batch_views import DecodedPixels
 from dcframe.data.device_decode import JpegBytes
-from dcframe.data.transforms import (
-    PixelsOfClusteringView,
-    TrainingView,
-    clustering_transform,
-    smallest_side_used,
-)
+from dcframe.data.multi_crop import MultiCropView, smallest_side_for
+from dcframe.data.transforms import PixelsOfClusteringView, TrainingView, clustering_transform
 
 #: Batches each worker prepares ahead of the one being consumed.
 PREFETCH_PER_WORKER = 4
@@ -40,11 +36,11 @@ TRAINING, CLUSTERING, CLUSTERING_PIXELS = "training", "clustering", "clustering-
 DECODED, JPEG_BYTES = "decoded", "jpeg-bytes"
 
 
-def run_views(input_size: int, training: TrainingView) -> dict[str, Any]:
+def run_views(input_size: int, training: TrainingView | MultiCropView) -> dict[str, Any]:
     """Every view a run's passes ask for, by name: a callable of the decoded image (and
     the seed, for a random view), or an object whose ``read(dataset, index)`` reads the
     image itself."""
-    decoded = DecodedPixels(smallest_side_used(input_size, training.scale[0]))
+    decoded = DecodedPixels(smallest_side_for(training))
     return {
         TRAINING: training,
         CLUSTERING: clustering_transform(input_size),

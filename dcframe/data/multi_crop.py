@@ -172,7 +172,21 @@ class BatchMultiCropView:
         return [crop.apply(moved, chosen) for crop, chosen in zip(self.crops, draws, strict=True)]
 
 
-def smallest_side_for(view: MultiCropView) -> int:
+def smallest_side_for(view: TrainingView | MultiCropView) -> int:
     """The fewest pixels on an image's shorter side that lose nothing any crop of ``view``
     uses (nor the clustering view at the large size): a decoded image may be shrunk to it."""
-    return max(smallest_side_used(one.size, one.scale[0]) for one in view.views)
+    views = view.views if isinstance(view, MultiCropView) else [view]
+    return max(smallest_side_used(one.size, one.scale[0]) for one in views)
+
+
+def training_view(input_size: int, augment: Any) -> TrainingView | MultiCropView:
+    """The training pass's view of an image from a recipe's ``[augment]`` section: the
+    paper's one crop, or multi-crop (``large_crops`` > 1 or ``small_crops`` > 0, small
+    views of ``small_size`` px, 3/7 of the input size when 0)."""
+    large = (augment.crop_scale_min, augment.horizontal_flip, augment.color_jitter)
+    if augment.large_crops == 1 and not augment.small_crops:
+        return TrainingView(input_size, *large)
+    small = augment.small_size or max(1, round(input_size * 3 / 7))
+    return MultiCropView.from_settings(
+        input_size, *large, augment.large_crops, augment.small_crops, small, augment.small_scale
+    )

@@ -23,7 +23,7 @@ import torch
 
 from dcframe.core.distributed import World
 from dcframe.core.errors import UserError
-from dcframe.core.interfaces import EpochRecord, Preprocessor
+from dcframe.core.interfaces import EpochRecord, Method, Preprocessor
 from dcframe.engine.epoch_features import Clustered
 from dcframe.engine.logbook import Logbook
 from dcframe.engine.setup import Components
@@ -127,9 +127,14 @@ class Recorder:
     logbook: Logbook
     recipe: str  # the resolved recipe, saved with every clustering
     keep_clusters_every: int
+    method: Method | None = None  # what it trains besides the backbone goes in the checkpoint
     _said_missing: bool = field(default=False, init=False)
 
-    def _state(self, epoch: int) -> dict[str, Any]:
+    def _method_state(self) -> dict[str, Any]:
+        """The method's state, on the main process (a collective: every process calls it)."""
+        return {} if self.method is None else self.method.state_dict()
+
+    def _state(self, epoch: int, method: dict[str, Any]) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "backbone": self.backbone_name,
@@ -138,6 +143,7 @@ class Recorder:
             "body_optimizer": self.trainer.body_optimizer.state_dict(),
             "rng": rng_state(),
             "grad_scaler": self.trainer.scaler.state_dict(),
+            "method": method,
         }
 
     def clustered(self, epoch: int, heads: list[Clustered], parts: Components) -> None:
@@ -147,6 +153,9 @@ class Recorder:
 
         def write() -> None:
             steps, missing = _step_states(parts.preprocessors)
+            reason = parts.method.cannot_assign()
+            if reason:
+                missing.append(reason)
             if not parts.clusterer.places_new_rows():
                 missing.append(
                     f"clusterer {type(parts.clusterer).__name__} does not implement assign()"
@@ -185,6 +194,7 @@ class Recorder:
     def epoch_finished(self, epoch: int, record: EpochRecord, skipped: dict[int, Any]) -> None:
         """Step 9: the epoch's assignment, metrics (every logger) and checkpoint, in the order
         a resume relies on."""
+        method = self._method_state()
 
         def write() -> None:
             if skipped:
@@ -192,7 +202,7 @@ class Recorder:
             self.rundir.save_assignment(epoch, record.assignment)
             self.logbook.epoch(record)
             keep = _every(self.keep_every, epoch)
-            self.rundir.save_checkpoint(self._state(epoch + 1), epoch if keep else None)
+            self.rundir.save_checkpoint(self._state(epoch + 1, method), epoch if keep else None)
             if epoch and not _every(self.keep_clusters_every, epoch - 1):
                 self.rundir.drop_clustering(epoch - 1)  # this epoch's replaces it
 
@@ -211,6 +221,7 @@ class Recorder:
         assignments = clusters.assignments
         metrics = {k: v for k, v in clusters.metrics.items() if k != "train_loss"}
         seconds = dict(clusters.seconds)
+        method = self._method_state()
 
         def write() -> None:
             if skipped:
@@ -228,7 +239,7 @@ class Recorder:
                 partial["extra_assignments"] = torch.from_numpy(assignments[1:].copy())
                 partial["extra_heads"] = self.trainer.extra_heads.state_dict()
             self.rundir.save_checkpoint(
-                {**self._state(epoch), "step": progress.step, "partial": partial}
+                {**self._state(epoch, method), "step": progress.step, "partial": partial}
             )
 
         self.world.run_on_main(write)
@@ -253,6 +264,8 @@ class Recorder:
             if state.get("grad_scaler"):
                 self.trainer.scaler.load_state_dict(state["grad_scaler"])
             set_rng_state(state["rng"])
+            if self.method is not None:
+                self.method.load_state_dict(state.get("method") or {})
         except UserError as error:
             raise UserError(f"--resume: {error}") from error
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
@@ -261,7 +274,7 @@ class Recorder:
                 f"({str(error).splitlines()[0][:300]}); {RESUME_ADVICE}"
             ) from error
         self.world.run_on_main(lambda: self._versions_on_resume(int(state["epoch"])))
-        if "step" not in state:
+        if "partial" not in state:  # at an epoch's end, or a method that resumes its own pass
             return None
         epoch, partial = int(state["epoch"]), state["partial"]
         # Every process resumes with the totals so far on the main process only, so that
@@ -292,3 +305,9 @@ class Recorder:
             rng=state["rng"],
             extra_heads=partial.get("extra_heads"),
         )
+
+    def pass_interrupted(self, epoch: int) -> None:
+        """A mid-epoch checkpoint of a method that keeps its pass's progress in its own state
+        (:meth:`Method.state_dict`): ``epoch`` is the epoch under way."""
+        method = self._method_state()
+        self.world.run_on_main(lambda: self.rundir.save_checkpoint(self._state(epoch, method)))

@@ -40,7 +40,7 @@ from dcframe.engine.training import PassHooks, PassProgress, Start, Trainer, Tra
 
 # Distinct streams derived from (seed, epoch) so that every random choice of an epoch is
 # reproducible on its own, which is what makes a resumed run equal an uninterrupted one.
-_STREAM_CLUSTER, _STREAM_SAMPLER, _STREAM_PCA_SAMPLE, _STREAM_AUGMENT, _STREAM_KNN = 1, 2, 3, 4, 5
+STREAM_CLUSTER, STREAM_SAMPLER, STREAM_PCA_SAMPLE, STREAM_AUGMENT, STREAM_KNN = 1, 2, 3, 4, 5
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -67,6 +67,7 @@ class Session:
         learning_rate: The rate of every training step (None: ``optimizer.lr`` throughout).
         head_inputs: Where the extraction keeps the clustering features for the top layer's
             init from the clusters (``optimizer.top_init = "centroids"``), else None.
+        recipe: The validated recipe (for a method's own settings).
     """
 
     seed: int
@@ -82,6 +83,7 @@ class Session:
     view_cache: ClusteringViewCache | None = None
     learning_rate: LearningRate | None = None
     head_inputs: HeadInputs | None = None
+    recipe: Any = None
 
     @property
     def head_sizes(self) -> list[int]:
@@ -116,11 +118,11 @@ def run_epoch(
     """
     # 1-5. images -> clusters; a stopped pass saved its epoch's clusters with it
     clusters = cluster_images(epoch, session, previous) if resumed is None else resumed.clusters
-    with _stage(clusters.seconds, epoch, "train"):
+    with stage(clusters.seconds, epoch, "train"):
         assignments = clusters.assignments
         sample = sample_images(epoch, session, assignments)  # 6. uniformly over clusters
         top, progress = new_top_layers(session, assignments, resumed)  # 7. new top layer
-        hooks = _pass_hooks(epoch, session, clusters, top)  # save, log, learning rate
+        hooks = pass_hooks(epoch, session, _saver(epoch, session, clusters, top))
         clusters.metrics["train_loss"] = session.trainer.train_pass(  # 8. train one pass
             session.loader,
             sample,
@@ -130,9 +132,9 @@ def run_epoch(
             reporter=session.reporter,
             bad_images=session.bad_images,
         )
-    metrics = _with_totals(clusters, len(sample.indices), session.bad_images)
+    metrics = with_totals(clusters, len(sample.indices), session.bad_images)
     assignment = clusters.assignments[0]  # k's clustering: the epoch's record
-    record = EpochRecord(metrics, assignment, _gallery(epoch, session, assignment))
+    record = EpochRecord(metrics, assignment, epoch_gallery(epoch, session, assignment))
     session.recorder.epoch_finished(epoch, record, session.bad_images.skipped)  # 9. checkpoint
     return record
 
@@ -147,16 +149,16 @@ def cluster_images(epoch: int, session: Session, previous: np.ndarray | None) ->
     """
     seconds: dict[str, float] = {}
     signals = FeatureSignals()
-    with _stage(seconds, epoch, "extract"):  # 1. extract, 2. PCA-whiten, 3. L2-normalise
+    with stage(seconds, epoch, "extract"):  # 1. extract, 2. PCA-whiten, 3. L2-normalise
         features = _extract(epoch, session, signals.warnings)
         features.check()
         session.trainer.stop_if_asked("after the extraction pass")
-    with _stage(seconds, epoch, "knn"):  # part of 5, taken while the features are here
+    with stage(seconds, epoch, "knn"):  # part of 5, taken while the features are here
         labels = session.parts.dataset.labels
         if labels is not None:
-            rng = session.rng(epoch, _STREAM_KNN)
+            rng = session.rng(epoch, STREAM_KNN)
             signals.knn_accuracy = features.knn_accuracy(labels, session.knn, rng)
-    with _stage(seconds, epoch, "cluster"):  # 4. k-means, with a fresh seed every epoch
+    with stage(seconds, epoch, "cluster"):  # 4. k-means, with a fresh seed every epoch
         heads = _cluster(epoch, session, features)
         del features
         session.recorder.clustered(epoch, heads, session.parts)  # for `dcframe assign`
@@ -176,7 +178,7 @@ def _extract(
     if session.head_inputs is not None:
         session.head_inputs.clear()
     options: dict[str, Any] = {
-        "sample_rng": session.rng(epoch, _STREAM_PCA_SAMPLE),
+        "sample_rng": session.rng(epoch, STREAM_PCA_SAMPLE),
         "batch_size": trainer.optimizer.batch_size // world.size,
         "device": trainer.devices.network,
         "autocast": trainer.autocast,
@@ -207,7 +209,7 @@ def _cluster(
     """Step 4: the features clustered once per head, each with a seed of its own."""
     parts, device = session.parts, session.trainer.devices.clusterer
     clusterers = [parts.clusterer, *parts.extra_clusterers]
-    seeds = session.rng(epoch, _STREAM_CLUSTER).integers(2**31 - 1, size=len(clusterers))
+    seeds = session.rng(epoch, STREAM_CLUSTER).integers(2**31 - 1, size=len(clusterers))
     return [
         features.cluster(clusterer, int(seed), device, session.reporter)
         for clusterer, seed in zip(clusterers, seeds, strict=True)
@@ -226,12 +228,12 @@ def measure(
     parts, bad_images = session.parts, session.bad_images
     k, labels = parts.clusterer.k, parts.dataset.labels
     readable = bad_images.readable_mask()
-    clustered = _within(heads[0].assignment, readable)
+    clustered = within(heads[0].assignment, readable)
     sizes = cluster_size_stats(clustered, k)
     if sizes.empty == k - 1:
         signals.warnings.append("cluster collapse: every image is in one cluster")
-    before = None if previous is None else _within(previous, readable)
-    truth = None if labels is None else _within(labels, readable)
+    before = None if previous is None else within(previous, readable)
+    truth = None if labels is None else within(labels, readable)
     metrics: dict[str, Any] = {
         "epoch": epoch,
         "kmeans_objective": heads[0].objective,
@@ -249,7 +251,7 @@ def measure(
         "warnings": signals.warnings,
     }
     if len(heads) > 1:  # clusterer.extra_k: the same measures of each further clustering
-        extra = [_within(head.assignment, readable) for head in heads[1:]]
+        extra = [within(head.assignment, readable) for head in heads[1:]]
         metrics["extra_k"] = session.head_sizes[1:]
         metrics["extra_kmeans_objective"] = [head.objective for head in heads[1:]]
         metrics["extra_nmi_vs_labels"] = [None if truth is None else nmi(truth, a) for a in extra]
@@ -269,11 +271,23 @@ def sample_images(epoch: int, session: Session, assignments: np.ndarray) -> Trai
     of k's clustering, each with its pseudo-labels and the seed of its crop."""
     readable = session.bad_images.readable_mask()
     drawn = session.parts.sampler.sample(
-        _within(assignments[0], readable), session.rng(epoch, _STREAM_SAMPLER)
+        within(assignments[0], readable), session.rng(epoch, STREAM_SAMPLER)
     )
     indices = drawn if readable is None else np.flatnonzero(readable)[drawn]
-    crops = session.rng(epoch, _STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
+    crops = session.rng(epoch, STREAM_AUGMENT).integers(2**63 - 1, size=len(indices))
     return TrainingSample(indices, assignments, crops)
+
+
+def _saver(
+    epoch: int, session: Session, clusters: EpochClusters, top: torch.optim.SGD
+) -> Callable[[PassProgress], None]:
+    """The mid-epoch checkpoint of this epoch's pass: its clusters and top layers."""
+
+    def save(progress: PassProgress) -> None:
+        session.recorder.epoch_interrupted(epoch, clusters, progress, top, skipped)
+
+    skipped = session.bad_images.skipped
+    return save
 
 
 def new_top_layers(
@@ -306,16 +320,10 @@ def _top_layer_starts(session: Session, assignments: np.ndarray, ks: list[int]) 
     return starts
 
 
-def _pass_hooks(
-    epoch: int, session: Session, clusters: EpochClusters, top: torch.optim.SGD
-) -> PassHooks:
-    """What the training pass calls back: a mid-epoch checkpoint, the loggers' step values,
-    and the learning rate of each step (``optimizer.schedule``)."""
+def pass_hooks(epoch: int, session: Session, save: Callable[[PassProgress], None]) -> PassHooks:
+    """What the training pass calls back: ``save``, a mid-epoch checkpoint; the loggers'
+    step values; and the learning rate of each step (``optimizer.schedule``)."""
     first_step = epoch * session.steps_per_epoch
-    skipped = session.bad_images.skipped
-
-    def save(progress: PassProgress) -> None:
-        session.recorder.epoch_interrupted(epoch, clusters, progress, top, skipped)
 
     def log(step: int, values: dict[str, float]) -> None:
         session.logbook.step(epoch, step, first_step + step, values)
@@ -331,7 +339,7 @@ def _pass_hooks(
     return PassHooks(save, log, rate)
 
 
-def _with_totals(
+def with_totals(
     clusters: EpochClusters, samples: int, bad_images: BadImagePolicy
 ) -> dict[str, Any]:
     """The epoch's metrics, completed once its training pass is done."""
@@ -343,7 +351,7 @@ def _with_totals(
     return metrics
 
 
-def _gallery(epoch: int, session: Session, assignment: np.ndarray) -> Callable[[], np.ndarray]:
+def epoch_gallery(epoch: int, session: Session, assignment: np.ndarray) -> Callable[[], np.ndarray]:
     """Draws the epoch's gallery of its largest clusters when a logger asks for it."""
 
     def draw() -> np.ndarray:
@@ -360,15 +368,15 @@ def _gallery(epoch: int, session: Session, assignment: np.ndarray) -> Callable[[
 
 
 @contextlib.contextmanager
-def _stage(seconds: dict[str, float], epoch: int, stage: str) -> Iterator[None]:
+def stage(seconds: dict[str, float], epoch: int, name: str) -> Iterator[None]:
     """Time one stage of an epoch; its errors say which epoch and stage they come from."""
     start = time.perf_counter()
     try:
         yield
     except UserError as error:
-        raise reworded(error, f"epoch {epoch}, {stage}: {error}") from error
-    seconds[stage] = round(time.perf_counter() - start, 3)
+        raise reworded(error, f"epoch {epoch}, {name}: {error}") from error
+    seconds[name] = round(time.perf_counter() - start, 3)
 
 
-def _within(values: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
+def within(values: np.ndarray, readable: np.ndarray | None) -> np.ndarray:
     return values if readable is None else values[readable]

@@ -24,7 +24,7 @@ from dcframe.data.view_cache import GIB, ClusteringViewCache
 from dcframe.engine.checkpointing import MidEpoch, Recorder
 from dcframe.engine.epoch_features import KnnSignal
 from dcframe.engine.logbook import Logbook
-from dcframe.engine.protocol import Session, run_epoch
+from dcframe.engine.protocol import Session
 from dcframe.engine.schedule import LearningRate
 from dcframe.engine.setup import (
     Components,
@@ -50,7 +50,8 @@ class _Resumed:
 
 
 def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) -> RunDirectory:
-    """Run (or resume) a whole DeepCluster training described by a validated recipe.
+    """Run (or resume) a whole training described by a validated recipe, each epoch by the
+    recipe's method (``method.name``: DeepCluster, DeepCluster-v2, a plugin's).
 
     The run holds an exclusive lock on its directory throughout. A folder without a
     finished epoch is started afresh; one with a finished epoch needs ``resume``. Under
@@ -72,7 +73,7 @@ def run(recipe: Any, *, resume: bool = False, reporter: Reporter | None = None) 
         for epoch in range(start.epoch, settings.epochs):
             session.reporter.begin_epoch(epoch, settings.epochs)
             with _failure_keeps_checkpoint(session, epoch):
-                record = run_epoch(epoch, session, previous, interrupted)
+                record = session.parts.method.run_epoch(epoch, session, previous, interrupted)
             previous, interrupted = record.assignment, None
             session.reporter.epoch(record.metrics, settings.epochs)
     return rundir
@@ -132,6 +133,7 @@ def _opened(
                     logbook=logbook,
                     recipe=resolved,
                     keep_clusters_every=settings.keep_clusters_every,
+                    method=parts.method,
                 ),
                 logbook=logbook,
                 steps_per_epoch=steps_per_epoch,
@@ -141,7 +143,9 @@ def _opened(
                     recipe.optimizer, settings.epochs, steps_per_epoch
                 ),
                 head_inputs=HeadInputs() if recipe.optimizer.top_init == "centroids" else None,
+                recipe=recipe,
             )
+            parts.method.attach(session)  # before a resume loads what it built
             yield session, state
         finished = True
     finally:

@@ -11,13 +11,22 @@ import torch
 
 from dcframe.core import kinds
 from dcframe.core.errors import BadImageError, UserError
-from dcframe.core.interfaces import Backbone, Clusterer, Dataset, Logger, Preprocessor, Sampler
+from dcframe.core.interfaces import (
+    Backbone,
+    Clusterer,
+    Dataset,
+    Logger,
+    Method,
+    Preprocessor,
+    Sampler,
+)
 from dcframe.core.machine import cpu_has_bf16
 from dcframe.core.params import Params
 from dcframe.core.progress import Reporter
 from dcframe.core.registry import Origin
 from dcframe.data.bad_images import BadImagePolicy, Unreadable
-from dcframe.data.transforms import clustering_transform, smallest_side_used
+from dcframe.data.multi_crop import smallest_side_for, training_view
+from dcframe.data.transforms import clustering_transform
 from dcframe.engine.devices import Devices, amp_dtype
 
 
@@ -25,6 +34,7 @@ from dcframe.engine.devices import Devices, amp_dtype
 class Components:
     """The built components of a recipe and where each one came from."""
 
+    method: Method
     dataset: Dataset
     backbone: Backbone
     preprocessors: list[Preprocessor]
@@ -46,6 +56,7 @@ def build_components(recipe: Any) -> Components:
         return entry.cls(section)
 
     parts = Components(
+        method=make(kinds.methods, recipe.method),
         dataset=make(kinds.datasets, recipe.data),
         backbone=make(kinds.backbones, recipe.backbone),
         preprocessors=[make(kinds.preprocessors, p) for p in recipe.preprocess],
@@ -55,9 +66,8 @@ def build_components(recipe: Any) -> Components:
         origins=origins,
     )
     parts.extra_clusterers = [with_k(parts.clusterer, k) for k in recipe.clusterer.extra_k]
-    parts.dataset.decode_at_least(
-        smallest_side_used(parts.backbone.input_size, recipe.augment.crop_scale_min)
-    )
+    view = training_view(parts.backbone.input_size, recipe.augment)
+    parts.dataset.decode_at_least(smallest_side_for(view))
     return parts
 
 
@@ -136,6 +146,14 @@ def check_sizes(recipe: Any, parts: Components, processes: int) -> None:
         problems.append(
             f"clusterer.extra_k: {too_many} clusters but the dataset has only {n} images; "
             f"keep values <= {n}, e.g. --set 'clusterer.extra_k={kept}'"
+        )
+    problems += parts.method.check_recipe(recipe)
+    if recipe.augment.small_crops and not parts.backbone.any_input_size:
+        problems.append(
+            f"augment.small_crops: backbone '{recipe.backbone.name}' embeds images of "
+            f"{parts.backbone.input_size} px only (its classifier is fully connected), not "
+            "multi-crop's small views; use a backbone with global pooling, e.g. "
+            "--set backbone.name=resnet18, or --set augment.small_crops=0"
         )
     dim = parts.backbone.feature_dim
     for i, step in enumerate(parts.preprocessors):

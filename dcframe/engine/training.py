@@ -30,10 +30,11 @@ from dcframe.data.bad_images import BadImagePolicy, Unreadable
 from dcframe.data.batch_views import BatchTrainingView
 from dcframe.data.batched_training import DeviceAugmentation, device_augmented
 from dcframe.data.loading import TRAINING, Item, RunLoader, run_views
+from dcframe.data.multi_crop import BatchMultiCropView, MultiCropView, training_view
 from dcframe.data.prefetch import prefetched
-from dcframe.data.transforms import TrainingView
 from dcframe.engine.batchnorm import synchronise_batchnorm
 from dcframe.engine.devices import Devices, to_device
+from dcframe.engine.lars import LARS
 
 # A top layer's (weight, bias) to start from; None: the paper's init.
 Start = tuple[torch.Tensor, torch.Tensor] | None
@@ -48,6 +49,22 @@ def loader_workers(setting: int | str) -> int:
     if setting != "auto":
         return int(setting)
     return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
+
+
+def body_optimizer(parameters: Iterable[nn.Parameter], settings: Any) -> torch.optim.SGD:
+    """The persistent optimizer of the trunk (and of what a method adds to it):
+    ``optimizer.algorithm`` 'sgd' with momentum, or 'lars'."""
+    if settings.algorithm == "lars":
+        return LARS(
+            parameters,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            trust_coefficient=settings.lars_trust,
+        )
+    return torch.optim.SGD(
+        parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
 
 
 @dataclass
@@ -164,7 +181,7 @@ class Trainer:
     """
 
     backbone: Backbone
-    body_optimizer: torch.optim.SGD
+    body_optimizer: torch.optim.SGD  # or its LARS subclass (optimizer.algorithm)
     optimizer: Any
     devices: Devices
     workers: int
@@ -201,24 +218,17 @@ class Trainer:
             backbone.to(memory_format=torch.channels_last)
         if recipe.run.sync_batchnorm and world.size > 1:
             synchronise_batchnorm(backbone, on_gpu=on_gpu)
-        body = torch.optim.SGD(
-            backbone.body_parameters(),
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-        )
-        augment = recipe.augment
-        transform = TrainingView(
-            backbone.input_size,
-            augment.crop_scale_min,
-            augment.horizontal_flip,
-            augment.color_jitter,
-        )
+        body = body_optimizer(backbone.body_parameters(), opt)
+        transform = training_view(backbone.input_size, recipe.augment)
         augmentation = None
         if recipe.run.augment_on == "device":
+            batched = (
+                BatchMultiCropView(transform, devices.network)
+                if isinstance(transform, MultiCropView)
+                else BatchTrainingView(transform, devices.network)
+            )
             augmentation = DeviceAugmentation(
-                BatchTrainingView(transform, devices.network),
-                jpeg_on_device=recipe.run.jpeg_decode == "device",
+                batched, jpeg_on_device=recipe.run.jpeg_decode == "device"
             )
         return cls(
             backbone=backbone,
@@ -304,15 +314,49 @@ class Trainer:
         bad_images: BadImagePolicy | None = None,
     ) -> float:
         """One pass over ``sample`` with cross-entropy on its pseudo-labels; the mean loss.
-        With extra heads the loss is the mean of the heads' cross-entropies.
+        With extra heads the loss is the mean of the heads' cross-entropies. The pass runs
+        as :meth:`run_pass` says.
+        """
+        self.backbone.train()
+        model = self._parallel()
+
+        def learn(batch: tuple[Any, Any], global_batch: int) -> tuple[torch.Tensor, int]:
+            return self._step(model, top, batch, global_batch)
+
+        optimizers = [self.body_optimizer, top]
+        return self.run_pass(
+            loader,
+            sample,
+            progress,
+            hooks,
+            learn,
+            optimizers,
+            reporter=reporter,
+            bad_images=bad_images,
+        )
+
+    def run_pass(
+        self,
+        loader: RunLoader,
+        sample: TrainingSample,
+        progress: PassProgress,
+        hooks: PassHooks,
+        learn: Callable[[tuple[Any, Any], int], tuple[torch.Tensor, int]],
+        optimizers: Sequence[torch.optim.Optimizer],
+        *,
+        reporter: Reporter | None = None,
+        bad_images: BadImagePolicy | None = None,
+    ) -> float:
+        """One training pass over ``sample``, ``learn(batch, global_batch)`` taking each
+        step (it returns the batch's mean loss, on the device, and its size); the mean loss.
 
         Starts at ``progress.step`` (a resumed pass) and calls ``hooks.save`` every
         ``checkpoint_every_steps`` steps and when a stop signal arrives. Whenever the loss
         is read from the device, ``hooks.log(step, values)`` gets the running ``loss``, the
         ``lr`` and the ``images_per_s`` (this process's rate times the processes); the
         progress bar (``reporter``) shows them too. ``hooks.rate(step)``, if given, is the
-        learning rate of both optimizers at each step (``optimizer.schedule``). Unreadable
-        images go to ``bad_images`` (default: fail at the first).
+        learning rate of every one of ``optimizers`` at each step (``optimizer.schedule``).
+        Unreadable images go to ``bad_images`` (default: fail at the first).
 
         Raises:
             UserError: the loss became NaN or infinite on some process (the run diverged).
@@ -320,10 +364,8 @@ class Trainer:
         """
         reporter = reporter or Reporter(quiet=True)
         bad_images = bad_images or BadImagePolicy()
-        self.backbone.train()
-        model = self._parallel()
         plan = self.steps(len(sample.indices))
-        batches = self._batches(loader, [_items(sample, step) for step in plan[progress.step :]])
+        batches = self.batches(loader, [_items(sample, step) for step in plan[progress.step :]])
         batch = self.optimizer.batch_size
         check_every = GPU_STEPS_PER_CHECK if self.devices.network.type == "cuda" else 1
         unchecked = Unchecked(torch.zeros((), device=self.devices.network))
@@ -335,19 +377,20 @@ class Trainer:
             if images is None:  # no image of this step was readable: nothing to learn from
                 progress.step += 1
                 continue
-            if hooks.rate is not None:  # optimizer.schedule: both optimizers follow it
+            if hooks.rate is not None:  # optimizer.schedule: every optimizer follows it
                 lr = hooks.rate(progress.step)
-                for group in (*self.body_optimizer.param_groups, *top.param_groups):
-                    group["lr"] = lr
+                for optimizer in optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
             global_batch = min(batch, len(sample.indices) - progress.step * batch)
-            mean, count = self._step(model, top, (images, labels), global_batch)
+            mean, count = learn((images, labels), global_batch)
             unchecked.add(mean, count)  # stays on the device: no wait here
             progress.step += 1
             every = self.checkpoint_every_steps
             due = bool(every and progress.step % every == 0 and progress.step < len(plan))
             if due or progress.step % check_every == 0 or progress.step == len(plan):
-                stop = self._check(unchecked, progress)
-                values = self._running(progress, progress.seen - done_before, started)
+                stop = self.check_loss(unchecked, progress)
+                values = self.running(progress, progress.seen - done_before, started)
                 status.update(loss=f"{values['loss']:.3f}", rate=f"{values['images_per_s']:.0f}")
                 hooks.log(progress.step, values)
                 if stop or due:
@@ -355,13 +398,13 @@ class Trainer:
                 if stop:
                     raise self.stop.stopped(f"at training step {progress.step}", mid_epoch=True)
         if unchecked.steps:  # the pass ended on steps without a readable image
-            self._check(unchecked, progress)
+            self.check_loss(unchecked, progress)
         if self.augmentation is not None and self.augmentation.cache is not None:
             self.augmentation.cache.save()
         loss_sum, seen = self.totals(progress)
         return loss_sum / max(seen, 1)
 
-    def _batches(
+    def batches(
         self, loader: RunLoader, steps: list[list[Item]]
     ) -> Iterable[tuple[torch.Tensor | None, Any, list[Unreadable]]]:
         """``(images, targets, unreadable)`` of each step: augmented one image at a time in
@@ -393,7 +436,7 @@ class Trainer:
         self.scaler.update()
         return mean.detach(), len(heads[0])
 
-    def _running(self, progress: PassProgress, images: int, since: float) -> dict[str, float]:
+    def running(self, progress: PassProgress, images: int, since: float) -> dict[str, float]:
         """The pass's running loss, the learning rate, and the images per second of all
         processes since ``since`` (``images`` on this one)."""
         rate = images / max(time.perf_counter() - since, 1e-9)
@@ -403,7 +446,7 @@ class Trainer:
             "images_per_s": rate * self.world.size,
         }
 
-    def _check(self, unchecked: Unchecked, progress: PassProgress) -> bool:
+    def check_loss(self, unchecked: Unchecked, progress: PassProgress) -> bool:
         """Read the steps' losses from the device, stop on a diverged loss, and say whether a
         stop signal reached some process: one host synchronisation and one collective.
 

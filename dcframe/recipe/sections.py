@@ -185,10 +185,61 @@ class AugmentSection(Params):
         "saturation x U[1-0.8s, 1+0.8s] and hue + U[-0.2s, 0.2s], then grayscale with p=0.2. "
         "Meant for runs without Sobel, whose input has no colour to distort.",
     )
+    large_crops: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Views of each image at the input size per training step (paper: 1; "
+        "DeepCluster-v2: 2, whose projections its memory bank keeps). Multi-crop: for "
+        "method 'deepcluster-v2'.",
+    )
+    small_crops: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Further views at small_size (multi-crop; 0: none, the paper's choice; "
+        "DeepCluster-v2: 6 at 96 px for 224-px input). A small view costs about "
+        "(small_size / input_size)^2 of a large one. For method 'deepcluster-v2'.",
+    )
+    small_size: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Side of the small views in pixels (0: 3/7 of the backbone's input "
+        "size, 96 px for 224).",
+    )
+    small_scale: tuple[float, float] = Field(
+        (0.05, 0.14),
+        description="Area fraction range of the small views' crops (DeepCluster-v2: "
+        "(0.05, 0.14); the large views use (crop_scale_min, 1)).",
+    )
+
+    @field_validator("small_scale")
+    @classmethod
+    def _ordered_fractions(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        low, high = scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"need 0 < low <= high <= 1, got {list(scale)}; e.g. small_scale = [0.05, 0.14]"
+            )
+        return scale
 
 
 class OptimizerSection(Params):
-    """SGD settings shared by the body optimizer and the per-epoch top-layer optimizer."""
+    """Settings of the body optimizer, shared by the per-epoch top-layer optimizer."""
+
+    algorithm: Literal["sgd", "lars"] = Field(
+        "sgd",
+        description="The body optimizer: 'sgd' with momentum (paper), or 'lars', SGD whose "
+        "step is scaled per layer by trust x |w| / |g| (large batches; DeepCluster-v2). "
+        "The top layers of method 'deepcluster' keep plain SGD.",
+    )
+    lars_trust: float = Field(
+        0.001,
+        gt=0,
+        le=1,
+        description="LARS's trust coefficient (DeepCluster-v2: 0.001); with algorithm = 'lars'.",
+    )
 
     lr: float = Field(
         0.05, gt=0, description="Learning rate (paper: 0.05, constant); see schedule."
@@ -226,6 +277,7 @@ class OptimizerSection(Params):
 
 # Which recipe key holds which kind; the preprocess section is an ordered list.
 COMPONENT_SECTIONS: dict[str, Registry[Any]] = {
+    "method": kinds.methods,
     "data": kinds.datasets,
     "backbone": kinds.backbones,
     "preprocess": kinds.preprocessors,
@@ -236,6 +288,7 @@ COMPONENT_SECTIONS: dict[str, Registry[Any]] = {
 # Sections that are ordered lists of components rather than one.
 LIST_SECTIONS = ("preprocess", "loggers")
 SECTION_DEFAULTS: dict[str, Any] = {
+    "method": {"name": "deepcluster"},
     "preprocess": [{"name": "pca"}, {"name": "l2"}],
     "sampler": {"name": "uniform"},
     "loggers": [{"name": "jsonl"}],

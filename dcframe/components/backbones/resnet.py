@@ -28,6 +28,7 @@ class TorchvisionResNet(Backbone):
     architecture: ClassVar[str]
 
     tap_names: ClassVar[tuple[str, ...]] = ("conv1", "layer1", "layer2", "layer3", "layer4")
+    any_input_size: ClassVar[bool] = True  # global average pooling before the feature
 
     # Assigned from the torchvision net in __init__; declared for type checkers.
     conv1: nn.Conv2d
