@@ -576,7 +576,7 @@ def mermaid_fence(
 #: The layers whose modules make up the Python API, bottom to top (docs/design.md,
 #: "Layers"); the command line, the report and the built-in components have pages of
 #: their own.
-API_LAYERS = ("core", "data", "recipe", "store", "engine", "evaluation", "tools")
+API_LAYERS = ("core", "data", "recipe", "store", "engine", "methods", "evaluation", "tools")
 
 
 def api_reference() -> str:

@@ -1,7 +1,7 @@
 """Everything a plugin author imports: the one module a dcframe plugin needs.
 
-A plugin adds components (backbones, preprocessors, clusterers, samplers, datasets,
-loggers) through entry points; each component subclasses its kind's base class below,
+A plugin adds components (methods, backbones, preprocessors, clusterers, samplers,
+datasets, loggers) through entry points; each component subclasses its kind's base class below,
 declares a :class:`Params` model, raises :class:`UserError` for problems its user can
 fix, and is checked by the same contract tests dcframe runs on its own components::
 
@@ -26,6 +26,7 @@ from dcframe.core.contract import (
     check_component,
     check_dataset,
     check_logger,
+    check_method,
     check_params_model,
     check_preprocessor,
     check_sampler,
@@ -39,6 +40,7 @@ from dcframe.core.interfaces import (
     Dataset,
     EpochRecord,
     Logger,
+    Method,
     Placement,
     Preprocessor,
     RunInfo,
@@ -54,6 +56,7 @@ from dcframe.core.params import (
     NoParams,
     Params,
 )
+from dcframe.engine.protocol import run_epoch as deepcluster_epoch
 
 __all__ = [
     "FULL_INPUT_SIZE",
@@ -68,6 +71,7 @@ __all__ = [
     "Dataset",
     "EpochRecord",
     "Logger",
+    "Method",
     "NoParams",
     "Params",
     "Placement",
@@ -84,9 +88,11 @@ __all__ = [
     "check_device",
     "check_k",
     "check_logger",
+    "check_method",
     "check_params_model",
     "check_preprocessor",
     "check_sampler",
+    "deepcluster_epoch",
     "float32_rows",
     "import_faiss",
     "nearest_centroids",

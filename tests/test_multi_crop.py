@@ -136,7 +136,9 @@ def test_smallest_side_covers_every_crop() -> None:
     view = _view()
     assert smallest_side_for(view) >= smallest_side_used(24, 0.3)
     # small crops of a tiny area fraction need more pixels than the large ones
-    tiny = MultiCropView.from_settings(24, 0.5, True, 0.0, 2, 4, 16, (0.01, 0.2))
+    tiny = MultiCropView.from_settings(
+        24, 0.5, True, 0.0, large_count=2, small_count=4, small_size=16, small_scale=(0.01, 0.2)
+    )
     assert smallest_side_for(tiny) == smallest_side_used(16, 0.01) == 160
     assert smallest_side_for(tiny) > smallest_side_used(24, 0.5)
     assert smallest_side_for(MultiCropView(TrainingView(24, 0.3), 2)) == smallest_side_used(24, 0.3)

@@ -32,6 +32,7 @@ from dcframe.core.interfaces import (
     Dataset,
     EpochRecord,
     Logger,
+    Method,
     Preprocessor,
     RunInfo,
     Sampler,
@@ -201,6 +202,11 @@ def check_backbone(cls: type[Backbone], params: Any = None) -> None:
         features = net.embed(x)
     assert features.shape == (2, net.feature_dim), f"embed gave {tuple(features.shape)}"
     assert features.dtype == torch.float32
+    if cls.any_input_size:  # multi-crop's small views
+        small = torch.randn(2, 3, net.input_size // 2, net.input_size // 2)
+        with torch.no_grad():
+            shape = tuple(net.embed(small).shape)
+        assert shape == (2, net.feature_dim), f"any_input_size, but half-size input gave {shape}"
     try:
         net(x)
     except RuntimeError:
@@ -255,7 +261,18 @@ def check_logger(cls: type[Logger], params: Any = None) -> None:
             logger.close()
 
 
+def check_method(cls: type[Method], params: Any = None) -> None:
+    """Builds from its parameters, implements an epoch, says what it cannot place; a run's
+    guarantees (resume, processes) are for the method's own tests with real runs."""
+    check_params_model(cls)
+    method = cls(_params(cls, params))
+    assert not getattr(cls.run_epoch, "__isabstractmethod__", False), "run_epoch is missing"
+    reason = method.cannot_assign()
+    assert reason is None or (isinstance(reason, str) and reason), "a reason, or None"
+
+
 _CHECKS: dict[str, Any] = {
+    "method": check_method,
     "backbone": check_backbone,
     "preprocessor": check_preprocessor,
     "clusterer": check_clusterer,
@@ -269,7 +286,8 @@ def check_component(kind: str, name: str, params: Any = None) -> None:
     """Look ``name`` up in the registry of ``kind`` (as a recipe would) and run its checks.
 
     Args:
-        kind: "backbone", "preprocessor", "clusterer", "sampler", "dataset" or "logger".
+        kind: "method", "backbone", "preprocessor", "clusterer", "sampler", "dataset" or
+            "logger".
         name: The registered name (the entry-point name for plugins).
         params: Parameter values (dict or model) for components whose model has required
             fields, such as a dataset's folder; defaults otherwise.

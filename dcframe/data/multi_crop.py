@@ -90,6 +90,7 @@ class MultiCropView:
         crop_scale_min: float,
         horizontal_flip: bool,
         color_jitter: float,
+        *,
         large_count: int,
         small_count: int,
         small_size: int,
@@ -188,5 +189,10 @@ def training_view(input_size: int, augment: Any) -> TrainingView | MultiCropView
         return TrainingView(input_size, *large)
     small = augment.small_size or max(1, round(input_size * 3 / 7))
     return MultiCropView.from_settings(
-        input_size, *large, augment.large_crops, augment.small_crops, small, augment.small_scale
+        input_size,
+        *large,
+        large_count=augment.large_crops,
+        small_count=augment.small_crops,
+        small_size=small,
+        small_scale=augment.small_scale,
     )

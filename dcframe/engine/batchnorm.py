@@ -2,9 +2,10 @@
 
 PyTorch's :class:`torch.nn.SyncBatchNorm` runs on GPUs only; dcframe uses it there and
 :class:`GlobalBatchNorm` elsewhere (the CPU with gloo), so that a run with
-``sync_batchnorm`` behaves alike on both. Statistics are the sums of ``x`` and ``x**2``,
-all-reduced by a differentiable sum, so gradients flow through the global mean and variance
-as through one process's BatchNorm over the whole batch.
+``sync_batchnorm`` behaves alike on both. Statistics are the sums of ``x``, then of the
+squared deviations from their mean, all-reduced by a differentiable sum, so gradients flow
+through the global mean and variance as through one process's BatchNorm over the whole
+batch.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ class GlobalBatchNorm(_BatchNorm):
             return super().forward(x)
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
+        shape = [1, channels] + [1] * (x.dim() - 2)
         count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        local = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = _SumOverProcesses.apply(local)
-        total = stats[-1]
-        mean = stats[:channels] / total
-        var = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
+        sums = _SumOverProcesses.apply(torch.cat([x.sum(dims), count]))
+        total = sums[-1]
+        mean = sums[:channels] / total
+        # Two passes, as torch's own BatchNorm: E[x^2] - E[x]^2 in float32 loses the
+        # variance of features whose mean is large next to their spread.
+        centred = x - mean.view(shape)
+        var = _SumOverProcesses.apply((centred * centred).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             assert self.running_var is not None and self.num_batches_tracked is not None
             momentum = 0.1 if self.momentum is None else self.momentum
@@ -61,8 +65,7 @@ class GlobalBatchNorm(_BatchNorm):
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(var.detach() * total / (total - 1).clamp_min(1), momentum)
                 self.num_batches_tracked.add_(1)
-        shape = [1, channels] + [1] * (x.dim() - 2)
-        normalised = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        normalised = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             normalised = normalised * self.weight.view(shape) + self.bias.view(shape)
         return normalised

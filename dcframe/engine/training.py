@@ -329,8 +329,8 @@ class Trainer:
             sample,
             progress,
             hooks,
-            learn,
-            optimizers,
+            learn=learn,
+            optimizers=optimizers,
             reporter=reporter,
             bad_images=bad_images,
         )
@@ -341,9 +341,9 @@ class Trainer:
         sample: TrainingSample,
         progress: PassProgress,
         hooks: PassHooks,
+        *,
         learn: Callable[[tuple[Any, Any], int], tuple[torch.Tensor, int]],
         optimizers: Sequence[torch.optim.Optimizer],
-        *,
         reporter: Reporter | None = None,
         bad_images: BadImagePolicy | None = None,
     ) -> float:

@@ -39,7 +39,6 @@ from dcframe.engine.checkpointing import EpochClusters
 from dcframe.engine.devices import to_device
 from dcframe.engine.epoch_features import Clustered
 from dcframe.engine.protocol import (
-    STREAM_AUGMENT,
     STREAM_CLUSTER,
     STREAM_KNN,
     FeatureSignals,
@@ -146,7 +145,7 @@ class DeepClusterV2(Method):
             backbone.feature_dim, self.params.hidden_dim, self.params.projection_dim
         ).to(device)
         if recipe.run.sync_batchnorm and world.size > 1:
-            synchronise_batchnorm(head, on_gpu=device.type == "cuda")
+            head = synchronise_batchnorm(head, on_gpu=device.type == "cuda")  # type: ignore[assignment]
         trainer.body_optimizer.add_param_group({"params": list(head.parameters())})
         # DeepCluster's classifier has no part here; the trunk keeps one, never trained, so
         # that the run's checkpoints load like any run's (evaluation, export).
@@ -241,7 +240,7 @@ def run_epoch(
         sample = sample_images(epoch, session, clusters.assignments)  # the sampler's order
         hooks = pass_hooks(epoch, session, _saver(epoch, session, method, now))
         clusters.metrics["train_loss"] = train_pass(  # 3. multi-crop pass, 4. the bank
-            session, method, sample, prototypes, now, hooks
+            session, method, sample, now, prototypes=prototypes, hooks=hooks
         )
     method.under_way = None
     metrics = with_totals(clusters, len(sample.indices), session.bad_images)
@@ -278,8 +277,8 @@ def fill_bank(epoch: int, session: Session, method: DeepClusterV2) -> None:
             sample,
             PassProgress(),
             PassHooks(),
-            embed,
-            [],
+            learn=embed,
+            optimizers=[],
             reporter=session.reporter,
             bad_images=session.bad_images,
         )
@@ -338,8 +337,9 @@ def train_pass(
     session: Session,
     method: DeepClusterV2,
     sample: TrainingSample,
-    prototypes: list[torch.Tensor],
     now: EpochUnderWay,
+    *,
+    prototypes: list[torch.Tensor],
     hooks: PassHooks,
 ) -> float:
     """Steps 3 and 4: one pass over ``sample`` in multi-crop views against the frozen
@@ -373,8 +373,8 @@ def train_pass(
         by_image,
         now.progress,
         hooks,
-        learn,
-        [trainer.body_optimizer],
+        learn=learn,
+        optimizers=[trainer.body_optimizer],
         reporter=session.reporter,
         bad_images=session.bad_images,
     )
