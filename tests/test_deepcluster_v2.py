@@ -185,6 +185,16 @@ def test_what_a_method_cannot_run_is_refused_before_any_work(
     assert "Traceback" not in done.stderr and not (tmp_path / "runs" / "v2").exists()
 
 
+def test_bench_and_the_estimate_say_they_measure_deepcluster_only(tmp_path: Path) -> None:
+    recipe = str(v2_recipe(tmp_path))
+    benched = invoke("bench", recipe)
+    assert benched.code == 2 and "method 'deepcluster-v2' is not measured yet" in benched.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DCFRAME_NO_ESTIMATE")
+        checked = invoke("recipe", "check", recipe)
+    assert checked.code == 0 and "no time estimate" in checked.stderr, checked.stderr
+
+
 # ------------------------------------------------------------------------------ runs
 
 

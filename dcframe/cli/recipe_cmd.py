@@ -45,7 +45,8 @@ def check(recipe: RecipePath, overrides: Overrides = None, no_estimate: NoEstima
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
-    for key in ("run", "optimizer"):
+    table.add_row("method", escape(_component(resolved.method)))
+    for key in ("run", "optimizer", "augment"):
         table.add_row(key, escape(", ".join(f"{k}={v!r}" for k, v in getattr(resolved, key))))
     for key in ("data", "backbone", "clusterer", "sampler"):
         table.add_row(key, escape(_component(getattr(resolved, key))))

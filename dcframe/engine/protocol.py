@@ -282,11 +282,11 @@ def _saver(
     epoch: int, session: Session, clusters: EpochClusters, top: torch.optim.SGD
 ) -> Callable[[PassProgress], None]:
     """The mid-epoch checkpoint of this epoch's pass: its clusters and top layers."""
+    skipped = session.bad_images.skipped
 
     def save(progress: PassProgress) -> None:
         session.recorder.epoch_interrupted(epoch, clusters, progress, top, skipped)
 
-    skipped = session.bad_images.skipped
     return save
 
 

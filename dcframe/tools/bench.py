@@ -136,7 +136,17 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _measuring(recipe: Any, images: int, reporter: Reporter) -> Iterator[_Stages]:
     """The stages of ``recipe`` on a slice of ``images`` of its images, evenly spread, with
-    what they start from prepared (and the caches filled, as from the second epoch on)."""
+    what they start from prepared (and the caches filled, as from the second epoch on).
+
+    Raises:
+        UserError: the recipe's method is not DeepCluster, whose passes these are.
+    """
+    if recipe.method.name != "deepcluster":
+        raise UserError(
+            f"the stages measured are DeepCluster's (extraction, k-means, one-view training); "
+            f"method '{recipe.method.name}' is not measured yet: time a short run instead, "
+            "e.g. --set run.epochs=1"
+        )
     torch.manual_seed(recipe.run.seed)
     parts = build_components(recipe)
     full = len(parts.dataset)
