@@ -235,6 +235,7 @@ def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_run(
     same_v2_run(straight, rundir)
 
 
+@pytest.mark.long  # the default suite has the SIGTERM resume above, and DeepCluster's kills
 def test_killed_in_training_then_resumed_equals_the_uninterrupted_run(
     straight: Path, tmp_path: Path
 ) -> None:

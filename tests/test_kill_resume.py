@@ -29,6 +29,10 @@ KILLS = [
     ("checkpoint", 2),
     ("train", 1),  # before the first checkpoint
 ]
+# The default suite kills in training (DeepCluster here, DeepCluster-v2 in
+# test_deepcluster_v2.py); every stage is the long profile's (-m long), which keeps the
+# default suite inside its 15 minutes on 2 cores.
+DEFAULT_KILLS = {("train", 2)}
 
 
 def files(rundir: Path) -> set[str]:
@@ -97,7 +101,14 @@ def local_recipe(tmp_path: Path, uninterrupted: tuple[str, Path]) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "call"), KILLS, ids=[f"{s}-{c}" for s, c in KILLS])
+@pytest.mark.parametrize(
+    ("stage", "call"),
+    [
+        pytest.param(*kill, marks=() if kill in DEFAULT_KILLS else pytest.mark.long)
+        for kill in KILLS
+    ],
+    ids=[f"{s}-{c}" for s, c in KILLS],
+)
 def test_sigkill_then_resume_equals_uninterrupted(
     tmp_path: Path, uninterrupted: tuple[str, Path], stage: str, call: int
 ) -> None:

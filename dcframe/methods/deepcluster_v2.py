@@ -230,9 +230,10 @@ def run_epoch(
     assert method.bank is not None
     now = _stopped_pass(epoch, method)
     if now is None:
-        if not method.bank.filled:  # 0. the first epoch's bank, from the initial network
-            fill_bank(epoch, session, method)
+        filled = None if method.bank.filled else fill_bank(epoch, session, method)  # 0.
         now = cluster_bank(epoch, session, previous, method)  # 1. k-means of the bank
+        if filled is not None:
+            now.clusters.seconds["fill"] = filled
     clusters = now.clusters
     with stage(clusters.seconds, epoch, "train"):
         device = session.trainer.devices.network
@@ -250,9 +251,10 @@ def run_epoch(
     return record
 
 
-def fill_bank(epoch: int, session: Session, method: DeepClusterV2) -> None:
-    """Step 0: every readable image's large views through the initial network, into the
-    bank (no learning; images found unreadable are left out from now on)."""
+def fill_bank(epoch: int, session: Session, method: DeepClusterV2) -> float:
+    """Step 0 (the first epoch): every readable image's large views through the initial
+    network, into the bank (no learning; images found unreadable are left out from now
+    on). Its duration in seconds."""
     assert method.bank is not None
     readable = session.bad_images.readable_mask()
     everything = np.arange(len(session.parts.dataset))
@@ -270,7 +272,7 @@ def fill_bank(epoch: int, session: Session, method: DeepClusterV2) -> None:
         return torch.zeros((), device=projections[0].device), len(index)
 
     seconds: dict[str, float] = {}
-    with stage(seconds, epoch, "fill the memory bank"):
+    with stage(seconds, epoch, "filling the memory bank"):
         model.train()  # BatchNorm on batch statistics, as the passes that follow
         session.trainer.run_pass(
             session.loader,
@@ -283,7 +285,7 @@ def fill_bank(epoch: int, session: Session, method: DeepClusterV2) -> None:
             bad_images=session.bad_images,
         )
     bank.filled = True
-    session.reporter.info(f"memory bank filled in {seconds['fill the memory bank']:.1f} s")
+    return seconds["filling the memory bank"]
 
 
 def cluster_bank(
