@@ -74,6 +74,13 @@ def v2_recipe(folder: Path, name: str = "v2", text: str = V2_RECIPE) -> Path:
     return path
 
 
+def child(stage: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``dcframe ARGS`` stopped (``sigterm``) or killed (``train``) in its 3rd training-view
+    pass: the bank's fill, epoch 0, then epoch 1 (``tests/kill_child.py``)."""
+    command = [sys.executable, CHILD, stage, "3", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
 def records(rundir: Path) -> list[dict[str, object]]:
     lines = (rundir / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
@@ -219,13 +226,7 @@ def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_run(
     epoch 1): the checkpoint holds the pass, its clusters and the half-updated bank."""
     recipe = v2_recipe(tmp_path, "straight")
     args = ["run", str(recipe), "--quiet", "--no-report", "--set", "run.checkpoint_every_steps=2"]
-    stopped = subprocess.run(
-        [sys.executable, CHILD, "sigterm", "3", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    stopped = child("sigterm", args)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     rundir = tmp_path / "runs" / "straight"
     saved = torch.load(rundir / "checkpoint.pt", weights_only=True)["method"]["pass"]
@@ -241,9 +242,7 @@ def test_killed_in_training_then_resumed_equals_the_uninterrupted_run(
 ) -> None:
     recipe = v2_recipe(tmp_path, "straight")
     args = ["run", str(recipe), "--quiet", "--no-report", "--set", "run.checkpoint_every_steps=2"]
-    killed = subprocess.run(
-        [sys.executable, CHILD, "train", "3", *args], cwd=REPO, capture_output=True, timeout=600
-    )
+    killed = child("train", args)
     assert killed.returncode == -signal.SIGKILL
     resumed = run_cli(*args, "--resume")
     assert resumed.code == 0, resumed.stderr

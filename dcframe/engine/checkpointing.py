@@ -306,8 +306,14 @@ class Recorder:
             extra_heads=partial.get("extra_heads"),
         )
 
-    def pass_interrupted(self, epoch: int) -> None:
+    def pass_interrupted(self, epoch: int, skipped: dict[int, Any]) -> None:
         """A mid-epoch checkpoint of a method that keeps its pass's progress in its own state
         (:meth:`Method.state_dict`): ``epoch`` is the epoch under way."""
         method = self._method_state()
-        self.world.run_on_main(lambda: self.rundir.save_checkpoint(self._state(epoch, method)))
+
+        def write() -> None:
+            if skipped:
+                self.rundir.save_skipped(skipped)
+            self.rundir.save_checkpoint(self._state(epoch, method))
+
+        self.world.run_on_main(write)

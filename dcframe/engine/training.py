@@ -294,6 +294,11 @@ class Trainer:
         model: nn.Module = self.backbone
         if len(self.extra_heads):
             model = WithExtraHeads(self.backbone, self.extra_heads)
+        return self.parallel(model)
+
+    def parallel(self, model: nn.Module) -> nn.Module:
+        """``model`` as a pass runs it: wrapped by DDP across processes, compiled when
+        ``run.compile`` asks (a method's own network goes through here too)."""
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 

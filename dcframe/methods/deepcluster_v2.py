@@ -209,18 +209,10 @@ class DeepClusterV2(Method):
     def network(self, session: Session) -> nn.Module:
         """The module a pass trains: trunk and projection head, wrapped for the processes."""
         assert self.head is not None
-        backbone, trainer = session.parts.backbone, session.trainer
+        backbone = session.parts.backbone
         assert backbone.top_layer is not None
         backbone.top_layer.requires_grad_(False)  # unused: DDP wants no idle parameter
-        model: nn.Module = MultiCropNetwork(backbone, self.head)
-        if trainer.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            on_gpu = trainer.devices.network.type == "cuda"
-            model = DistributedDataParallel(
-                model, device_ids=[trainer.devices.network] if on_gpu else None
-            )
-        return torch.compile(model) if trainer.compile else model  # type: ignore[return-value]
+        return session.trainer.parallel(MultiCropNetwork(backbone, self.head))
 
 
 def run_epoch(
@@ -410,9 +402,7 @@ def _saver(
         loss_sum, seen = session.trainer.totals(progress)  # over every process
         saved = PassProgress(progress.step, loss_sum, seen)
         method.under_way = (epoch, EpochUnderWay(now.clusters, now.centroids, saved))
-        if session.bad_images.skipped and session.trainer.world.is_main:
-            session.recorder.rundir.save_skipped(session.bad_images.skipped)
-        session.recorder.pass_interrupted(epoch)
+        session.recorder.pass_interrupted(epoch, session.bad_images.skipped)
         method.under_way = None
 
     return save
